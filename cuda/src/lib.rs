@@ -1,0 +1,2 @@
+//! CUDA kernels compiled at run time with NVRTC and the cudarc runtime that launches them.
+#![warn(missing_docs)]

@@ -1,0 +1,4 @@
+//! Pure scoring math: verification scores, latency/throughput scores, EMA, Yuma consensus.
+//!
+//! Must not: do I/O, read clocks or draw randomness.
+#![warn(missing_docs)]
