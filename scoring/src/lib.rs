@@ -2,3 +2,6 @@
 //!
 //! Must not: do I/O, read clocks or draw randomness.
 #![warn(missing_docs)]
+
+pub mod ema;
+pub mod speed;

@@ -1,0 +1,1 @@
+//! Exponential moving averages of per-miner scores (owned by the validator's author).

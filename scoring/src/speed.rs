@@ -1,0 +1,1 @@
+//! Latency and throughput scores relative to the other miners in a round.
