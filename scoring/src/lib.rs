@@ -1,7 +1,21 @@
 //! Pure scoring math: verification scores, latency/throughput scores, EMA, Yuma consensus.
 //!
-//! Must not: do I/O, read clocks or draw randomness.
+//! Owns: the numbers that turn measurements into rewards, including subtensor's Yuma epoch
+//! bit for bit ([`yuma`]).
+//! Must not: do I/O, read clocks or draw randomness; panic or overflow on any input (the
+//! lints below forbid unchecked arithmetic, indexing, unwrap/expect and panics outside tests).
 #![warn(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
 
 pub mod ema;
 pub mod speed;
+pub mod yuma;
