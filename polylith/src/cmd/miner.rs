@@ -1,12 +1,183 @@
-//! `polylith miner` (placeholder until its owner fills it in).
+//! `polylith miner`: loads the configuration (TOML file, then flags and `POLYLITH_*`
+//! variables), the hotkey and the metagraph, binds both listeners and serves until Ctrl-C
+//! or SIGTERM.
 
 use crate::Global;
+use anyhow::Context;
+use polylith_miner::{BackendKind, Behaviour, Miner, MinerConfig, select_backend};
+use polylith_protocol::keys::Keystore;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
-/// Flags of `polylith miner`.
+/// Flags of `polylith miner`. Each overrides the same key of the `--config` file.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// TOML configuration file (keys as in `MinerConfig`); flags override it.
+    #[arg(long, env = "POLYLITH_MINER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address of the task API.
+    #[arg(long, env = "POLYLITH_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Address of the Prometheus metrics endpoint.
+    #[arg(long, env = "POLYLITH_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Name of the hotkey in the keystore.
+    #[arg(long, env = "POLYLITH_KEY")]
+    pub key: Option<String>,
+    /// Metagraph TOML file.
+    #[arg(long, env = "POLYLITH_METAGRAPH")]
+    pub metagraph: Option<PathBuf>,
+    /// How often to check the metagraph file for changes, milliseconds.
+    #[arg(long, env = "POLYLITH_METAGRAPH_RELOAD_MS")]
+    pub metagraph_reload_ms: Option<u64>,
+    /// Smallest validator stake accepted.
+    #[arg(long, env = "POLYLITH_MIN_VALIDATOR_STAKE")]
+    pub min_validator_stake: Option<u64>,
+    /// Allowed clock difference of signed requests, milliseconds.
+    #[arg(long, env = "POLYLITH_TIMESTAMP_WINDOW_MS")]
+    pub timestamp_window_ms: Option<u64>,
+    /// Nonces remembered for replay protection.
+    #[arg(long, env = "POLYLITH_NONCE_CACHE_CAPACITY")]
+    pub nonce_cache_capacity: Option<usize>,
+    /// Largest request body, bytes.
+    #[arg(long, env = "POLYLITH_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Task requests computed at once.
+    #[arg(long, env = "POLYLITH_MAX_CONCURRENT")]
+    pub max_concurrent: Option<usize>,
+    /// Task requests allowed to wait for a slot.
+    #[arg(long, env = "POLYLITH_MAX_QUEUE")]
+    pub max_queue: Option<usize>,
+    /// Longest wait for a compute slot, milliseconds.
+    #[arg(long, env = "POLYLITH_QUEUE_TIMEOUT_MS")]
+    pub queue_timeout_ms: Option<u64>,
+    /// How long a commitment stays openable, milliseconds.
+    #[arg(long, env = "POLYLITH_COMMITMENT_TTL_MS")]
+    pub commitment_ttl_ms: Option<u64>,
+    /// Most bytes held by commitments.
+    #[arg(long, env = "POLYLITH_MAX_COMMITMENT_BYTES")]
+    pub max_commitment_bytes: Option<u64>,
+    /// Most commitments held.
+    #[arg(long, env = "POLYLITH_MAX_COMMITMENTS")]
+    pub max_commitments: Option<usize>,
+    /// Largest n, k or m of a GEMM task.
+    #[arg(long, env = "POLYLITH_MAX_GEMM_DIM")]
+    pub max_gemm_dim: Option<u32>,
+    /// Most rows per opening.
+    #[arg(long, env = "POLYLITH_MAX_OPEN_ROWS")]
+    pub max_open_rows: Option<usize>,
+    /// Compute backend: auto, cpu or cuda.
+    #[arg(long, env = "POLYLITH_BACKEND")]
+    pub backend: Option<BackendKind>,
+    /// honest, or an adversary for tests: slow, lazy, random, replay.
+    #[arg(long, env = "POLYLITH_BEHAVIOUR")]
+    pub behaviour: Option<Behaviour>,
+    /// Extra delay of the slow behaviour, milliseconds.
+    #[arg(long, env = "POLYLITH_SLOW_DELAY_MS")]
+    pub slow_delay_ms: Option<u64>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+impl Args {
+    /// The effective configuration: defaults, then the file, then flags/environment.
+    pub fn config(&self) -> anyhow::Result<MinerConfig> {
+        let mut c = match &self.config {
+            Some(path) => MinerConfig::load(path)?,
+            None => MinerConfig::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = &self.$field { c.$field = v.clone(); } )* };
+        }
+        set!(
+            listen,
+            metrics_listen,
+            key,
+            metagraph,
+            metagraph_reload_ms,
+            min_validator_stake,
+            timestamp_window_ms,
+            nonce_cache_capacity,
+            max_body_bytes,
+            max_concurrent,
+            max_queue,
+            queue_timeout_ms,
+            commitment_ttl_ms,
+            max_commitment_bytes,
+            max_commitments,
+            max_gemm_dim,
+            max_open_rows,
+            backend,
+            behaviour,
+            slow_delay_ms
+        );
+        c.validate()?;
+        Ok(c)
+    }
+}
 
 /// Runs `polylith miner`.
-pub fn run(_args: Args, _global: &Global) -> anyhow::Result<()> {
-    anyhow::bail!("`polylith miner` is not available yet")
+pub fn run(args: Args, global: &Global) -> anyhow::Result<()> {
+    let config = args.config()?;
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    // The backend first: a missing GPU is the most likely start-up failure and needs no key.
+    let backend = select_backend(config.backend).context("selecting the compute backend")?;
+    let keystore = Keystore::new(global.keys_dir());
+    let hotkey = keystore
+        .load(&config.key)
+        .with_context(|| format!("loading hotkey {:?}", config.key))?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding the task API to {}", config.listen))?;
+        let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
+            .await
+            .with_context(|| {
+                format!("binding the metrics endpoint to {}", config.metrics_listen)
+            })?;
+        let miner = Miner::new(config, hotkey, backend)?;
+        println!(
+            "miner {} ({}) listening on http://{}, metrics on http://{}/metrics",
+            miner.public_key().to_ss58(),
+            miner.backend_name(),
+            listener.local_addr()?,
+            metrics_listener.local_addr()?,
+        );
+        polylith_miner::run(miner, listener, metrics_listener, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown requested");
 }

@@ -1,0 +1,410 @@
+//! The miner's state, router, admission control and serving loop.
+
+use crate::auth::{Authenticated, task_for_path};
+use crate::backend::{Committed, GemmBackend};
+use crate::clock::{Clock, SystemClock};
+use crate::config::MinerConfig;
+use crate::error::{ApiError, MinerError};
+use crate::metrics::MinerMetrics;
+use crate::store::{CommitmentStore, StoreLimits};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use parking_lot::Mutex;
+use polylith_protocol::keys::{Hotkey, PublicKey};
+use polylith_protocol::metagraph::MetagraphHandle;
+use polylith_protocol::signing::NonceCache;
+use polylith_protocol::task::TaskKind;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tracing::Instrument;
+
+/// A compute slot held by one task request; shared with its blocking compute so the slot is
+/// only freed when the work really ends.
+pub type SlotPermit = Arc<OwnedSemaphorePermit>;
+
+/// Everything a request handler needs; shared behind an `Arc`.
+pub struct MinerInner {
+    /// The configuration in force.
+    pub(crate) config: MinerConfig,
+    /// This miner's hotkey (signs receipts).
+    pub(crate) hotkey: Hotkey,
+    /// Its public half.
+    pub(crate) public: PublicKey,
+    /// Its SS58 form.
+    pub(crate) ss58: String,
+    pub(crate) backend: Arc<dyn GemmBackend>,
+    pub(crate) metagraph: MetagraphHandle,
+    pub(crate) nonces: Mutex<NonceCache>,
+    pub(crate) metrics: MinerMetrics,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) store: Mutex<CommitmentStore>,
+    /// The `replay` behaviour's first commitment.
+    pub(crate) replay: Mutex<Option<Arc<dyn Committed>>>,
+    slots: Arc<Semaphore>,
+    admitted: AtomicUsize,
+    tasks_served: AtomicU64,
+}
+
+impl MinerInner {
+    /// Counts a rejection (reason label) and a rejected request of `task`.
+    pub(crate) fn count_rejection(&self, task: TaskKind, reason: &str) {
+        self.metrics.reject(reason);
+        self.metrics
+            .requests
+            .with_label_values(&[task.as_str(), "rejected"])
+            .inc();
+    }
+
+    /// Turns a handler result into a response and counts its outcome. Rejections were
+    /// already counted where they happened.
+    pub(crate) fn finish(
+        &self,
+        auth: &Authenticated,
+        result: Result<Response, ApiError>,
+    ) -> Response {
+        match result {
+            Ok(response) => {
+                self.tasks_served.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .requests
+                    .with_label_values(&[auth.task.as_str(), "ok"])
+                    .inc();
+                response
+            }
+            Err(e) => {
+                if e.reason != "malformed" {
+                    self.metrics
+                        .requests
+                        .with_label_values(&[auth.task.as_str(), "error"])
+                        .inc();
+                }
+                tracing::debug!(reason = e.reason, message = %e.message, "request failed");
+                e.into_response()
+            }
+        }
+    }
+}
+
+/// A miner: state plus routers. Cheap to clone (shared state).
+#[derive(Clone)]
+pub struct Miner {
+    inner: Arc<MinerInner>,
+}
+
+impl std::fmt::Debug for Miner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Miner")
+            .field("hotkey", &self.inner.ss58)
+            .field("backend", &self.inner.backend.name())
+            .field("behaviour", &self.inner.config.behaviour)
+            .finish()
+    }
+}
+
+impl Miner {
+    /// A miner with the system clock. Loads the metagraph from `config.metagraph`.
+    pub fn new(
+        config: MinerConfig,
+        hotkey: Hotkey,
+        backend: Arc<dyn GemmBackend>,
+    ) -> Result<Self, MinerError> {
+        Self::with_clock(config, hotkey, backend, Arc::new(SystemClock))
+    }
+
+    /// A miner reading time from `clock` (tests expire commitments with it).
+    pub fn with_clock(
+        config: MinerConfig,
+        hotkey: Hotkey,
+        backend: Arc<dyn GemmBackend>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, MinerError> {
+        config.validate()?;
+        let metagraph = MetagraphHandle::open(config.metagraph.clone())?;
+        let metrics = MinerMetrics::new(backend.name())?;
+        let public = hotkey.public();
+        let inner = MinerInner {
+            ss58: public.to_ss58(),
+            public,
+            hotkey,
+            backend,
+            metagraph,
+            nonces: Mutex::new(NonceCache::new(
+                config.nonce_cache_capacity,
+                config.timestamp_window_ms,
+            )),
+            metrics,
+            clock,
+            store: Mutex::new(CommitmentStore::new(StoreLimits {
+                ttl_ms: config.commitment_ttl_ms,
+                max_bytes: config.max_commitment_bytes,
+                max_count: config.max_commitments,
+            })),
+            replay: Mutex::new(None),
+            slots: Arc::new(Semaphore::new(config.max_concurrent)),
+            admitted: AtomicUsize::new(0),
+            tasks_served: AtomicU64::new(0),
+            config,
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// This miner's hotkey.
+    pub fn public_key(&self) -> PublicKey {
+        self.inner.public
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &MinerConfig {
+        &self.inner.config
+    }
+
+    /// The metrics (for in-process checks).
+    pub fn metrics(&self) -> &MinerMetrics {
+        &self.inner.metrics
+    }
+
+    /// The backend's name (`cpu` or `cuda`).
+    pub fn backend_name(&self) -> &'static str {
+        self.inner.backend.name()
+    }
+
+    /// Successful task requests so far.
+    pub fn tasks_served(&self) -> u64 {
+        self.inner.tasks_served.load(Ordering::Relaxed)
+    }
+
+    /// Re-reads the metagraph file if it changed; `Ok(true)` when a new one was installed.
+    pub fn reload_metagraph(&self) -> Result<bool, MinerError> {
+        Ok(self.inner.metagraph.reload_if_changed()?)
+    }
+
+    /// The task API: `/v1/gemm/commit`, `/v1/gemm/open`, `/health`, `/v1/info`.
+    pub fn router(&self) -> Router {
+        let state = self.inner.clone();
+        let tasks = Router::new()
+            .route("/v1/gemm/commit", post(crate::gemm::commit))
+            .route("/v1/gemm/open", post(crate::gemm::open))
+            .route_layer(middleware::from_fn_with_state(state.clone(), admission));
+        Router::new()
+            .merge(tasks)
+            .route("/health", get(health))
+            .route("/v1/info", get(info))
+            .layer(middleware::from_fn(request_span))
+            .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+            .with_state(state)
+    }
+
+    /// The metrics API: `GET /metrics` in Prometheus text format.
+    pub fn metrics_router(&self) -> Router {
+        Router::new()
+            .route("/metrics", get(metrics))
+            .with_state(self.inner.clone())
+    }
+
+    /// Serves the task API on `listener` and metrics on `metrics_listener`, and reloads the
+    /// metagraph periodically, until `shutdown` completes; then stops accepting, lets
+    /// in-flight requests finish and returns.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        metrics_listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), MinerError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            // An error means the sender is gone, which also means stop.
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let api_addr = local_addr(&listener)?;
+        let metrics_addr = local_addr(&metrics_listener)?;
+        tracing::info!(
+            %api_addr,
+            %metrics_addr,
+            hotkey = %self.inner.ss58,
+            backend = self.inner.backend.name(),
+            behaviour = %self.inner.config.behaviour,
+            "miner serving"
+        );
+        let api = axum::serve(listener, self.router())
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future();
+        let metrics = axum::serve(metrics_listener, self.metrics_router())
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future();
+        let mut api = tokio::spawn(api);
+        let mut metrics = tokio::spawn(metrics);
+        let reloader = tokio::spawn(reload_loop(self.inner.clone(), stop_rx));
+
+        let early = tokio::select! {
+            _ = shutdown => None,
+            r = &mut api => Some(("task API", r)),
+            r = &mut metrics => Some(("metrics", r)),
+        };
+        let _ = stop_tx.send(true);
+        let io = |context: &str, e: std::io::Error| MinerError::Io {
+            context: context.to_string(),
+            source: e,
+        };
+        let joined = |context: &str, r: Result<std::io::Result<()>, tokio::task::JoinError>| match r
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(io(context, e)),
+            Err(e) => Err(io(context, std::io::Error::other(e.to_string()))),
+        };
+        let result = match early {
+            Some((what, r)) => {
+                // Either server stopping on its own is a failure even if it returned Ok.
+                joined(what, r).and(Err(io(
+                    what,
+                    std::io::Error::other("server stopped unexpectedly"),
+                )))
+            }
+            None => {
+                let a = joined("task API", api.await);
+                let m = joined("metrics", metrics.await);
+                a.and(m)
+            }
+        };
+        let _ = reloader.await;
+        tracing::info!("miner stopped");
+        result
+    }
+}
+
+fn local_addr(listener: &TcpListener) -> Result<std::net::SocketAddr, MinerError> {
+    listener.local_addr().map_err(|e| MinerError::Io {
+        context: "reading the listener's address".to_string(),
+        source: e,
+    })
+}
+
+/// Serves a miner until `shutdown`: the library entry point used by `polylith miner`.
+pub async fn run(
+    miner: Miner,
+    listener: TcpListener,
+    metrics_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), MinerError> {
+    miner.serve(listener, metrics_listener, shutdown).await
+}
+
+async fn reload_loop(inner: Arc<MinerInner>, mut stop: watch::Receiver<bool>) {
+    let period = Duration::from_millis(inner.config.metagraph_reload_ms);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let worker = inner.clone();
+        match tokio::task::spawn_blocking(move || worker.metagraph.reload_if_changed()).await {
+            Ok(Ok(true)) => tracing::info!(
+                neurons = inner.metagraph.current().neurons.len(),
+                "metagraph reloaded"
+            ),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "metagraph reload failed; keeping the old one")
+            }
+            Err(e) => tracing::warn!(error = %e, "metagraph reload task failed"),
+        }
+    }
+}
+
+/// Wraps each request in a span; the hotkey field is filled once the envelope verifies.
+async fn request_span(req: Request, next: Next) -> Response {
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path(),
+        hotkey = tracing::field::Empty,
+    );
+    async move {
+        let response = next.run(req).await;
+        tracing::debug!(status = response.status().as_u16(), "response");
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+/// Bounded admission: at most `max_concurrent` computing and `max_queue` waiting; anything
+/// beyond, or a wait longer than `queue_timeout_ms`, is refused at once with 503.
+async fn admission(State(inner): State<Arc<MinerInner>>, mut req: Request, next: Next) -> Response {
+    let task = task_for_path(req.uri().path());
+    let limit = inner.config.max_concurrent + inner.config.max_queue;
+    let refuse = |message: String| {
+        inner.count_rejection(task, "overloaded");
+        ApiError::overloaded(message).into_response()
+    };
+    if inner.admitted.fetch_add(1, Ordering::SeqCst) >= limit {
+        inner.admitted.fetch_sub(1, Ordering::SeqCst);
+        return refuse(format!("{limit} requests already admitted"));
+    }
+    inner.metrics.queue_depth.inc();
+    let _admitted = Admitted(inner.clone());
+    let wait = Duration::from_millis(inner.config.queue_timeout_ms);
+    let permit = match tokio::time::timeout(wait, inner.slots.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => permit,
+        Ok(Err(_)) => return refuse("miner is shutting down".to_string()),
+        Err(_) => {
+            return refuse(format!(
+                "no compute slot free within {} ms",
+                wait.as_millis()
+            ));
+        }
+    };
+    req.extensions_mut().insert::<SlotPermit>(Arc::new(permit));
+    next.run(req).await
+}
+
+/// Undoes one admission when the request finishes (or is dropped).
+struct Admitted(Arc<MinerInner>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.admitted.fetch_sub(1, Ordering::SeqCst);
+        self.0.metrics.queue_depth.dec();
+    }
+}
+
+async fn health(State(inner): State<Arc<MinerInner>>) -> Response {
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "hotkey": inner.ss58,
+        "backend": inner.backend.name(),
+    }))
+    .into_response()
+}
+
+async fn info(State(inner): State<Arc<MinerInner>>) -> Response {
+    axum::Json(serde_json::json!({
+        "hotkey": inner.ss58,
+        "backend": inner.backend.name(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "tasks": ["gemm"],
+        "tasks_served": inner.tasks_served.load(Ordering::Relaxed),
+        "model_hash": serde_json::Value::Null,
+    }))
+    .into_response()
+}
+
+async fn metrics(State(inner): State<Arc<MinerInner>>) -> Response {
+    let mut response = inner.metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
