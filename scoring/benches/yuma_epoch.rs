@@ -15,7 +15,7 @@ fn next(state: &mut u64) -> u64 {
     *state
 }
 
-fn subnet(params: &EpochParams) -> EpochInputs {
+fn subnet() -> EpochInputs {
     let n = usize::from(N);
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
     let stake: Vec<u64> = (0..N)
@@ -63,26 +63,19 @@ fn subnet(params: &EpochParams) -> EpochInputs {
         tao_stake: None,
         weights_dense_u16: None,
     }
-    .with_params_check(params)
-}
-
-trait Check {
-    fn with_params_check(self, params: &EpochParams) -> Self;
-}
-impl Check for EpochInputs {
-    fn with_params_check(self, params: &EpochParams) -> Self {
-        // Fail fast if the subnet is malformed rather than benchmarking an error path.
-        epoch(params, &self).expect("benchmark subnet is valid");
-        self
-    }
 }
 
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("yuma_epoch");
     group.sample_size(20);
-    let mut yuma2 = EpochParams::default();
-    yuma2.max_allowed_validators = VALIDATORS;
-    let inputs = subnet(&yuma2);
+    let yuma2 = EpochParams {
+        max_allowed_validators: VALIDATORS,
+        ..EpochParams::default()
+    };
+    let inputs = subnet();
+    // Fail fast if the subnet is malformed rather than benchmarking an error path.
+    let out = epoch(&yuma2, &inputs).expect("benchmark subnet is valid");
+    assert!(out.incentive_bits.iter().filter(|b| **b > 0).count() > 3000);
     group.bench_function("4096uids_256validators_yuma2", |b| {
         b.iter(|| epoch(black_box(&yuma2), black_box(&inputs)))
     });

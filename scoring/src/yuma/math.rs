@@ -25,6 +25,18 @@ const U16_MAX: I32F32 = I32F32::from_bits(65_535 << 32);
 
 /// `a / b` truncated toward zero; 0 on division by zero or overflow (subtensor's `safe_div`).
 pub fn safe_div(a: I32F32, b: I32F32) -> I32F32 {
+    let (x, y) = (a.to_bits(), b.to_bits());
+    // Fast path for proportions (0 <= a < 1, b > 0): `a << 32` fits a u64, so a 64-bit
+    // division gives the same truncated quotient as the crate's 128-bit one.
+    if let (Ok(x), Ok(y)) = (u64::try_from(x), u64::try_from(y))
+        && x < (1 << 32)
+        && y != 0
+    {
+        return (x << 32)
+            .checked_div(y)
+            .and_then(|q| i64::try_from(q).ok())
+            .map_or(ZERO, I32F32::from_bits);
+    }
     a.checked_div(b).unwrap_or(ZERO)
 }
 
@@ -420,13 +432,18 @@ pub fn mat_ema_sparse(new: &[SparseRow], old: &[SparseRow], alpha: I32F32) -> Sp
     new.iter()
         .enumerate()
         .map(|(i, new_row)| {
+            let old_row = old.get(i).map_or(&[][..], Vec::as_slice);
+            if new_row.is_empty() && old_row.is_empty() {
+                // Nothing to accumulate: skip the dense row (most uids are miners).
+                return SparseRow::new();
+            }
             let mut acc = vec![ZERO; n];
             for (j, v) in new_row {
                 if let Some(c) = acc.get_mut(usize::from(*j)) {
                     *c = c.saturating_add(alpha.saturating_mul(*v));
                 }
             }
-            for (j, v) in old.get(i).into_iter().flatten() {
+            for (j, v) in old_row {
                 if let Some(c) = acc.get_mut(usize::from(*j)) {
                     *c = c.saturating_add(one_minus_alpha.saturating_mul(*v));
                 }
@@ -590,4 +607,20 @@ pub fn max_upscale_to_u16(values: &[u16]) -> Vec<u16> {
                 .saturating_to_num::<u16>()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn fast_safe_div_equals_the_crates_division(a in any::<i64>(), b in any::<i64>(), small in 0i64..(1 << 32), c in 0i64..(1 << 40)) {
+            for (x, y) in [(a, b), (small, b), (small, c), (small, 1), (small, 0), (a, 0)] {
+                let want = I32F32::from_bits(x).checked_div(I32F32::from_bits(y)).unwrap_or(ZERO);
+                prop_assert_eq!(safe_div(I32F32::from_bits(x), I32F32::from_bits(y)), want);
+            }
+        }
+    }
 }

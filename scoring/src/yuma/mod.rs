@@ -41,6 +41,9 @@ pub enum YumaError {
     /// More uids than a u16 uid can address.
     #[error("subnet has {0} uids; at most 65535 are supported")]
     TooManyUids(usize),
+    /// The total stake does not fit I64F64 (above 2^63 − 1 stake units in all).
+    #[error("total stake exceeds {max} units (I64F64 range)", max = i64::MAX)]
+    StakeOverflow,
     /// The input JSON could not be read.
     #[error("invalid epoch JSON at `{path}`: {message}")]
     Json {
@@ -288,6 +291,15 @@ pub fn epoch(params: &EpochParams, inputs: &EpochInputs) -> Result<EpochOutput, 
             }
         })
         .collect();
+    // The chain sums stake with a plain `+`; a sum beyond I64F64 has no defined chain result.
+    if stake64
+        .iter()
+        .try_fold(I64F64::from_bits(0), |acc, s| acc.checked_add(*s))
+        .is_none()
+        || inputs.stake.iter().any(|s| i64::try_from(*s).is_err())
+    {
+        return Err(YumaError::StakeOverflow);
+    }
     inplace_normalize_64(&mut stake64);
     let stake: Vec<I32F32> = stake64
         .iter()
@@ -386,7 +398,7 @@ pub fn epoch(params: &EpochParams, inputs: &EpochInputs) -> Result<EpochOutput, 
         inplace_normalize(&mut dividends);
         (dividends, ema_bonds)
     } else {
-        let mut bonds = rows_to_fixed(&inputs.bonds_before, n, |v| I32F32::from_num(v));
+        let mut bonds = rows_to_fixed(&inputs.bonds_before, n, I32F32::from_num);
         bonds = vec_mask_sparse_matrix(&bonds, &bond_horizon, reg, |lt, registered| {
             lt <= registered
         });
