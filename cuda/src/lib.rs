@@ -10,6 +10,7 @@
 //! follow `docs/protocol.md`; `polylith_protocol::gemm` is the reference), or serve requests.
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod check;
 pub mod kernels;
 pub mod reference;
@@ -17,4 +18,5 @@ pub mod reference;
 pub use check::{CheckError, KernelReport, check_all};
 pub mod runtime;
 
-pub use runtime::{CudaError, CudaGemm, DeviceProof, DeviceTimings};
+pub use bench::GemmBench;
+pub use runtime::{CudaError, CudaGemm, DeviceOperands, DeviceProof, DeviceTimings};

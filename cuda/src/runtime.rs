@@ -306,6 +306,33 @@ pub struct DeviceOperands {
     dtype: Dtype,
 }
 
+impl DeviceOperands {
+    /// Rows of A (unpadded).
+    pub fn n(&self) -> u32 {
+        self.shape.n
+    }
+    /// Columns of B (unpadded).
+    pub fn m(&self) -> u32 {
+        self.shape.m
+    }
+    /// K padded to whole 64-byte pipeline stages (the row stride of both operands).
+    pub fn k_pad(&self) -> u32 {
+        self.shape.k_pad
+    }
+    /// The operands' dtype.
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    /// A: n_pad × k_pad, row-major.
+    pub fn a_slice(&self) -> &CudaSlice<u8> {
+        &self.a
+    }
+    /// Bt = Bᵀ: m_pad × k_pad, row-major.
+    pub fn bt_slice(&self) -> &CudaSlice<u8> {
+        &self.bt
+    }
+}
+
 impl CudaGemm {
     /// Opens device `ordinal`, compiles the kernels for its architecture (cached per device)
     /// and runs a small self-test against the host reference. Fails cleanly, without
