@@ -39,13 +39,37 @@ pub fn mix64(z: u64) -> u64 {
 }
 
 /// The bound R on |entry| for inner dimension k: the largest R ≤ 127 with k·R² < 2^24.
-pub fn bound(_k: u32) -> i32 {
-    todo!("H2")
+/// Returns 0 when no R ≥ 1 qualifies (k = 0 or k ≥ 2^24), which [`GemmSpec::validate`] rules out.
+pub fn bound(k: u32) -> i32 {
+    if k == 0 {
+        return 0;
+    }
+    // Largest R with k·R² ≤ 2^24 − 1, i.e. R = isqrt((2^24 − 1) / k), capped at 127.
+    let r = ((1u64 << 24) - 1) / k as u64;
+    r.isqrt().min(127) as i32
+}
+
+/// The generator's per-operand key: `mix64(seed + tag·0x9E3779B97F4A7C15)`.
+pub fn operand_key(seed: u64, op: Operand) -> u64 {
+    let tag: u64 = match op {
+        Operand::A => 1,
+        Operand::B => 2,
+    };
+    mix64(seed.wrapping_add(tag.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+}
+
+/// One entry from a precomputed operand key and bound (the inner loop of [`entry`]).
+#[inline]
+pub fn entry_with_key(key: u64, r: i32, idx: u64) -> i32 {
+    let z = mix64(key ^ idx.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    let span = (2 * r as i64 + 1) as u64;
+    let v = ((z >> 32) * span) >> 32;
+    v as i32 - r
 }
 
 /// Entry `idx` (row-major index) of operand `op` for `seed` and inner dimension `k`.
-pub fn entry(_seed: u64, _op: Operand, _k: u32, _idx: u64) -> i32 {
-    todo!("H2")
+pub fn entry(seed: u64, op: Operand, k: u32, idx: u64) -> i32 {
+    entry_with_key(operand_key(seed, op), bound(k), idx)
 }
 
 /// A task instance: sizes and seed.
@@ -76,12 +100,47 @@ pub enum GemmError {
     /// An opened row's values differ from the recomputed row.
     #[error("row {0} differs from the recomputed product")]
     WrongRow(u32),
+    /// A requested row is absent from the opening.
+    #[error("row {0} was requested but not opened")]
+    MissingRow(u32),
+    /// The opening lists a different row at this position than was requested.
+    #[error("expected row {expected} at this position of the opening, got row {got}")]
+    WrongIndex {
+        /// The requested row.
+        expected: u32,
+        /// The row the opening put there.
+        got: u32,
+    },
+    /// The opening has more rows than were requested.
+    #[error("opening has {got} rows, {requested} were requested")]
+    ExtraRows {
+        /// Rows requested.
+        requested: usize,
+        /// Rows in the opening.
+        got: usize,
+    },
 }
 
 impl GemmSpec {
     /// Checks sizes against limits (each ≤ `max_dim`, k ≤ [`MAX_K`], nonzero).
-    pub fn validate(&self, _max_dim: u32) -> Result<(), GemmError> {
-        todo!("H2")
+    pub fn validate(&self, max_dim: u32) -> Result<(), GemmError> {
+        for (name, v) in [("n", self.n), ("k", self.k), ("m", self.m)] {
+            if v == 0 {
+                return Err(GemmError::BadSize(format!("{name} must be positive")));
+            }
+            if v > max_dim {
+                return Err(GemmError::BadSize(format!(
+                    "{name} = {v} exceeds the limit {max_dim}"
+                )));
+            }
+        }
+        if self.k > MAX_K {
+            return Err(GemmError::BadSize(format!(
+                "k = {} exceeds the generator's limit {MAX_K}",
+                self.k
+            )));
+        }
+        Ok(())
     }
     /// 2·n·k·m, the floating-point operation count of the product.
     pub fn flops(&self) -> f64 {
@@ -89,66 +148,165 @@ impl GemmSpec {
     }
     /// A as row-major f32 (n×k).
     pub fn matrix_a(&self) -> Vec<f32> {
-        todo!("H2")
+        self.operand(Operand::A, self.n as u64 * self.k as u64)
     }
     /// B as row-major f32 (k×m).
     pub fn matrix_b(&self) -> Vec<f32> {
-        todo!("H2")
+        self.operand(Operand::B, self.k as u64 * self.m as u64)
+    }
+    fn operand(&self, op: Operand, len: u64) -> Vec<f32> {
+        let (key, r) = (operand_key(self.seed, op), bound(self.k));
+        (0..len)
+            .map(|idx| entry_with_key(key, r, idx) as f32)
+            .collect()
     }
     /// Row `i` of C = A·B, exactly, computed from the generator (validator's check).
-    pub fn row_of_c(&self, _i: u32) -> Result<Vec<i32>, GemmError> {
-        todo!("H2")
+    ///
+    /// Costs k·m generator calls; the sums are done in i64 so even an out-of-spec k cannot
+    /// overflow silently (an entry that does not fit i32 is reported as `BadSize`).
+    pub fn row_of_c(&self, i: u32) -> Result<Vec<i32>, GemmError> {
+        self.validate(u32::MAX)?;
+        if i >= self.n {
+            return Err(GemmError::RowOutOfRange(i));
+        }
+        let (k, m) = (self.k as u64, self.m as u64);
+        let r = bound(self.k);
+        let (ka, kb) = (
+            operand_key(self.seed, Operand::A),
+            operand_key(self.seed, Operand::B),
+        );
+        let mut acc = vec![0i64; m as usize];
+        for l in 0..k {
+            let a = entry_with_key(ka, r, i as u64 * k + l) as i64;
+            if a == 0 {
+                continue;
+            }
+            let base = l * m;
+            for (j, out) in acc.iter_mut().enumerate() {
+                *out += a * entry_with_key(kb, r, base + j as u64) as i64;
+            }
+        }
+        acc.into_iter()
+            .map(|v| {
+                i32::try_from(v).map_err(|_| GemmError::BadSize(format!("entry {v} overflows i32")))
+            })
+            .collect()
     }
 }
 
 /// Hash of one row of C (values as little-endian i32), the Merkle leaf.
-pub fn leaf_hash(_row: &[i32]) -> Hash32 {
-    todo!("H2")
+pub fn leaf_hash(row: &[i32]) -> Hash32 {
+    let mut h = blake3::Hasher::new();
+    h.update(&[0x00]);
+    let mut buf = [0u8; 4096];
+    for chunk in row.chunks(buf.len() / 4) {
+        for (dst, v) in buf.chunks_exact_mut(4).zip(chunk) {
+            dst.copy_from_slice(&v.to_le_bytes());
+        }
+        h.update(&buf[..chunk.len() * 4]);
+    }
+    *h.finalize().as_bytes()
 }
 
 /// Hash of an inner Merkle node.
-pub fn node_hash(_left: &Hash32, _right: &Hash32) -> Hash32 {
-    todo!("H2")
+pub fn node_hash(left: &Hash32, right: &Hash32) -> Hash32 {
+    let mut h = blake3::Hasher::new();
+    h.update(&[0x01]);
+    h.update(left);
+    h.update(right);
+    *h.finalize().as_bytes()
 }
 
 /// A Merkle tree over row hashes (all levels kept, so openings are cheap).
 #[derive(Debug, Clone)]
 pub struct MerkleTree {
-    _private: (),
+    /// `levels[0]` are the leaves, the last level is the root alone.
+    levels: Vec<Vec<Hash32>>,
 }
 
 impl MerkleTree {
     /// Builds the tree from leaves (at least one).
-    pub fn from_leaves(_leaves: Vec<Hash32>) -> Self {
-        todo!("H2")
+    ///
+    /// An empty input gives an empty tree whose root is 32 zero bytes, which no real
+    /// commitment can have (callers reject n = 0 before building one).
+    pub fn from_leaves(leaves: Vec<Hash32>) -> Self {
+        let mut levels = vec![leaves];
+        while let Some(last) = levels.last().filter(|l| l.len() > 1) {
+            let next: Vec<Hash32> = last
+                .chunks(2)
+                .map(|pair| match pair {
+                    [l, r] => node_hash(l, r),
+                    // An odd last node is promoted unchanged.
+                    [single] => *single,
+                    _ => unreachable!("chunks(2) yields one or two items"),
+                })
+                .collect();
+            levels.push(next);
+        }
+        Self { levels }
     }
     /// The root.
     pub fn root(&self) -> Hash32 {
-        todo!("H2")
+        self.levels
+            .last()
+            .and_then(|l| l.first())
+            .copied()
+            .unwrap_or([0; 32])
     }
     /// Number of leaves.
     pub fn len(&self) -> usize {
-        todo!("H2")
+        self.levels[0].len()
     }
     /// True for an empty tree (never built by [`MerkleTree::from_leaves`]).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
     /// Sibling path for leaf `i`, bottom-up.
-    pub fn path(&self, _i: usize) -> Option<Vec<Hash32>> {
-        todo!("H2")
+    /// `None` when `i` is out of range.
+    pub fn path(&self, i: usize) -> Option<Vec<Hash32>> {
+        if i >= self.len() {
+            return None;
+        }
+        let mut idx = i;
+        let mut path = Vec::new();
+        for level in &self.levels[..self.levels.len() - 1] {
+            if let Some(sibling) = level.get(idx ^ 1) {
+                path.push(*sibling);
+            }
+            idx /= 2;
+        }
+        Some(path)
     }
 }
 
 /// Checks that `leaf` at `index` of a tree with `n_leaves` leaves hashes up to `root`.
 pub fn verify_path(
-    _root: &Hash32,
-    _n_leaves: usize,
-    _index: usize,
-    _leaf: &Hash32,
-    _path: &[Hash32],
+    root: &Hash32,
+    n_leaves: usize,
+    index: usize,
+    leaf: &Hash32,
+    path: &[Hash32],
 ) -> bool {
-    todo!("H2")
+    if index >= n_leaves {
+        return false;
+    }
+    let (mut acc, mut idx, mut width) = (*leaf, index, n_leaves);
+    let mut siblings = path.iter();
+    while width > 1 {
+        if idx ^ 1 < width {
+            let Some(sibling) = siblings.next() else {
+                return false;
+            };
+            acc = if idx % 2 == 0 {
+                node_hash(&acc, sibling)
+            } else {
+                node_hash(sibling, &acc)
+            };
+        }
+        idx /= 2;
+        width = width.div_ceil(2);
+    }
+    siblings.next().is_none() && acc == *root
 }
 
 /// `POST /v1/gemm/commit` body.
@@ -201,17 +359,93 @@ pub struct OpenResponse {
 
 /// Verifies an opening against the committed root and the exact recomputation of each row.
 /// Returns the first failure.
+///
+/// Checks, position by position: the row is present, in range, is the requested index, has m
+/// values, its path (32-byte hex hashes) leads to `root`, and its values equal the exact
+/// recomputation. An opening with more rows than requested fails before any work.
 pub fn verify_opening(
-    _spec: &GemmSpec,
-    _root: &Hash32,
-    _requested: &[u32],
-    _opening: &OpenResponse,
+    spec: &GemmSpec,
+    root: &Hash32,
+    requested: &[u32],
+    opening: &OpenResponse,
 ) -> Result<(), GemmError> {
-    todo!("H2")
+    spec.validate(u32::MAX)?;
+    if opening.rows.len() > requested.len() {
+        return Err(GemmError::ExtraRows {
+            requested: requested.len(),
+            got: opening.rows.len(),
+        });
+    }
+    for (pos, &want) in requested.iter().enumerate() {
+        if want >= spec.n {
+            return Err(GemmError::RowOutOfRange(want));
+        }
+        let Some(row) = opening.rows.get(pos) else {
+            return Err(GemmError::MissingRow(want));
+        };
+        if row.index != want {
+            return Err(GemmError::WrongIndex {
+                expected: want,
+                got: row.index,
+            });
+        }
+        if row.values.len() != spec.m as usize {
+            return Err(GemmError::WrongRow(want));
+        }
+        let path: Option<Vec<Hash32>> = row.path.iter().map(|h| parse_hash(h)).collect();
+        let Some(path) = path else {
+            return Err(GemmError::BadPath(want));
+        };
+        if !verify_path(
+            root,
+            spec.n as usize,
+            want as usize,
+            &leaf_hash(&row.values),
+            &path,
+        ) {
+            return Err(GemmError::BadPath(want));
+        }
+        if spec.row_of_c(want)? != row.values {
+            return Err(GemmError::WrongRow(want));
+        }
+    }
+    Ok(())
+}
+
+/// Parses a 64-hex-digit hash (either case); `None` otherwise.
+pub fn parse_hash(s: &str) -> Option<Hash32> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s, &mut out).ok()?;
+    Some(out)
 }
 
 /// Rows to open so that a miner computing a fraction `f` of rows passes with probability
 /// below `p`: the smallest r with f^r < p.
-pub fn rows_for_soundness(_f: f64, _p: f64) -> u32 {
-    todo!("H2")
+///
+/// Degenerate inputs: `f ≤ 0` needs one row; `f ≥ 1`, `p ≤ 0` or NaN can never be met and
+/// give `u32::MAX` (callers clamp to n); `p > 1` is met by any single row, so the result is
+/// never below 1.
+pub fn rows_for_soundness(f: f64, p: f64) -> u32 {
+    if f.is_nan() || p.is_nan() || f >= 1.0 || p <= 0.0 {
+        return u32::MAX;
+    }
+    if f <= 0.0 || p > 1.0 {
+        return 1;
+    }
+    // ln p / ln f is the real-valued answer; fix up the float rounding at the boundary.
+    let estimate = (p.ln() / f.ln()).floor();
+    if !estimate.is_finite() || estimate >= u32::MAX as f64 {
+        return u32::MAX;
+    }
+    let mut r = (estimate as u32).max(1);
+    while r > 1 && f.powf((r - 1) as f64) < p {
+        r -= 1;
+    }
+    while f.powf(r as f64) >= p {
+        if r == u32::MAX {
+            return r;
+        }
+        r += 1;
+    }
+    r
 }
