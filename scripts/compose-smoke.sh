@@ -3,8 +3,8 @@
 #
 #   scripts/compose-smoke.sh
 #
-#   1. starts a private dockerd (vfs storage, no iptables, no default bridge; services use the
-#      host network) on a socket in a temp dir; fails early and clearly if dockerd cannot run;
+#   1. starts a private dockerd (overlay2, else vfs; no iptables, no default bridge: the services
+#      use the host network) on a socket in a temp dir; fails early and clearly if it cannot run;
 #   2. builds a Debian bookworm base image with debootstrap (cached in the daemon's data root,
 #      so later runs skip it) and, from it, a Prometheus image with Debian's package;
 #   3. packages the prebuilt binary (POLYLITH_BIN, default target/release/polylith) with
@@ -18,9 +18,11 @@
 # (scripts/install-ops-deps.sh --docker). Uses the fixed host ports of docker-compose.yml
 # (8081-8082, 8091-8093, 9101-9103, 9201-9202) and checks they are free first.
 #
-# Env: POLYLITH_BIN; SMOKE_DOCKER_ROOT (data root, default /var/tmp/polylith-smoke-docker: holds
-#      the cached base image, ~1 GB with vfs); SMOKE_MIRROR (debootstrap mirror, default
-#      http://deb.debian.org/debian); SMOKE_TIMEOUT (seconds for targets + a round, default 300);
+# Env: POLYLITH_BIN; SMOKE_DOCKER_ROOT (data root prefix, default /var/tmp/polylith-smoke-docker,
+#      suffixed with the storage driver; caches the base and Prometheus images, ~650 MB);
+#      SMOKE_MIRROR (debootstrap mirror, default http://deb.debian.org/debian);
+#      SMOKE_TIMEOUT (seconds for targets + a round, default 300);
+#      SMOKE_STORAGE_DRIVER (default "overlay2 vfs": the first that starts);
 #      SMOKE_KEEP=1 keeps the temp dir (logs, env file, keys).
 # Exit: 0 pass, 1 fail, 3 this host cannot run dockerd (the message says why).
 set -euo pipefail
@@ -45,6 +47,7 @@ busy=$(python3 - "${PORTS[@]}" <<'EOF'
 import socket, sys
 for p in sys.argv[1:]:
     s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the daemons bind: TIME_WAIT is fine
     try:
         s.bind(("127.0.0.1", int(p)))
     except OSError:
@@ -57,7 +60,6 @@ EOF
 PROM_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 
 WORK="$(mktemp -d -t polylith-smoke.XXXXXX)"
-DATA_ROOT="${SMOKE_DOCKER_ROOT:-/var/tmp/polylith-smoke-docker}"
 export DOCKER_HOST="unix://$WORK/docker.sock" DOCKER_BUILDKIT=0
 PROJECT=polylith-smoke
 COMPOSE=(docker-compose --env-file "$WORK/smoke.env" -p "$PROJECT" -f deploy/docker-compose.yml)
@@ -70,7 +72,7 @@ cleanup() {
       echo "---- container logs (last lines each)"
       "${COMPOSE[@]}" logs --no-color --tail=15 2>&1 | tail -n 120 || true
     fi
-    "${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1 || echo "compose-smoke: docker-compose down failed" >&2
+    "${COMPOSE[@]}" down -v --remove-orphans -t 10 >/dev/null 2>&1 || echo "compose-smoke: docker-compose down failed" >&2
   fi
   if [ -n "$DOCKERD_PID" ] && kill -0 "$DOCKERD_PID" 2>/dev/null; then
     kill "$DOCKERD_PID" 2>/dev/null || true
@@ -84,21 +86,32 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-say "starting a private dockerd (data root $DATA_ROOT)"
-mkdir -p "$DATA_ROOT"
-dockerd --data-root "$DATA_ROOT" --exec-root "$WORK/exec" --pidfile "$WORK/docker.pid" \
-  --host "$DOCKER_HOST" --storage-driver vfs --iptables=false --ip-masq=false --bridge=none \
-  >"$WORK/dockerd.log" 2>&1 &
-DOCKERD_PID=$!
-for _ in $(seq 300); do
-  docker version >/dev/null 2>&1 && break
-  kill -0 "$DOCKERD_PID" 2>/dev/null || break
-  sleep 0.1
+start_dockerd() { # start_dockerd DRIVER: 0 when the daemon answers
+  local driver="$1"
+  DATA_ROOT="${SMOKE_DOCKER_ROOT:-/var/tmp/polylith-smoke-docker}-$driver"
+  mkdir -p "$DATA_ROOT"
+  say "starting a private dockerd ($driver, data root $DATA_ROOT)"
+  dockerd --data-root "$DATA_ROOT" --exec-root "$WORK/exec" --pidfile "$WORK/docker.pid" \
+    --host "$DOCKER_HOST" --storage-driver "$driver" --iptables=false --ip-masq=false --bridge=none \
+    >"$WORK/dockerd-$driver.log" 2>&1 &
+  DOCKERD_PID=$!
+  for _ in $(seq 300); do
+    docker version >/dev/null 2>&1 && return 0
+    kill -0 "$DOCKERD_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill "$DOCKERD_PID" 2>/dev/null || true
+  wait "$DOCKERD_PID" 2>/dev/null || true
+  DOCKERD_PID=""
+  return 1
+}
+# overlay2 where the kernel allows it (builds and teardown are several times faster), else vfs.
+started=0
+for driver in ${SMOKE_STORAGE_DRIVER:-overlay2 vfs}; do
+  if start_dockerd "$driver"; then started=1; break; fi
+  echo "compose-smoke: dockerd with $driver did not start:"; tail -n 5 "$WORK/dockerd-$driver.log"
 done
-if ! docker version >/dev/null 2>&1; then
-  tail -n 15 "$WORK/dockerd.log" >&2
-  cannot "dockerd did not start (log above); containers need root with CAP_SYS_ADMIN and cgroups"
-fi
+[ "$started" = 1 ] || cannot "dockerd did not start (logs above); it needs root with CAP_SYS_ADMIN and cgroups"
 
 BASE=local/debian:bookworm
 if ! docker image inspect "$BASE" >/dev/null 2>&1; then
