@@ -4,7 +4,7 @@
 #   deploy/init-subnet.sh [--gpu]
 #
 # Writes (all git-ignored): $POLYLITH_KEYS_DIR (default deploy/keys) with one hotkey per
-# service, deploy/metagraph/metagraph.toml from metagraph.template.toml, and with --gpu the
+# service, $POLYLITH_DATA_DIR/validator-{0,1} (default deploy/data), deploy/metagraph/metagraph.toml from metagraph.template.toml, and with --gpu the
 # miner-gpu neuron and deploy/prometheus/targets/gpu.json. Existing keys are kept, so running
 # it again only rewrites the metagraph.
 #
@@ -28,8 +28,13 @@ fi
 KEYS="${POLYLITH_KEYS_DIR:-./keys}"
 OUT="${POLYLITH_METAGRAPH:-./metagraph/metagraph.toml}"
 HOST="${POLYLITH_PUBLIC_HOST:-127.0.0.1}"
-mkdir -p "$KEYS" "$(dirname "$OUT")"
+DATA="${POLYLITH_DATA_DIR:-./data}"
+mkdir -p "$KEYS" "$(dirname "$OUT")" "$DATA/validator-0" "$DATA/validator-1"
 chmod 700 "$KEYS"
+if [ "${POLYLITH_UID:-10001}" != "$(id -u)" ]; then
+  echo "init-subnet: note: the containers run as uid ${POLYLITH_UID:-10001} but $KEYS and $DATA belong to" \
+       "uid $(id -u); set POLYLITH_UID=$(id -u) POLYLITH_GID=$(id -g) in deploy/.env" >&2
+fi
 
 names=(validator-0 validator-1 miner-0 miner-1 miner-2)
 [ "$gpu" = 1 ] && names+=(miner-gpu)

@@ -140,13 +140,14 @@ docker run --rm --network none polylith:smoke --version || die "the packaged bin
 
 say "keys and metagraph (deploy/init-subnet.sh)"
 POLYLITH_BIN="$BIN" POLYLITH_KEYS_DIR="$WORK/keys" POLYLITH_METAGRAPH="$WORK/metagraph.toml" \
-  deploy/init-subnet.sh
+  POLYLITH_DATA_DIR="$WORK/data" POLYLITH_UID="$(id -u)" deploy/init-subnet.sh
 
 cat >"$WORK/smoke.env" <<EOF
 POLYLITH_IMAGE=polylith:smoke
 PROMETHEUS_IMAGE=$PROM_IMAGE
 POLYLITH_KEYS_DIR=$WORK/keys
 POLYLITH_METAGRAPH=$WORK/metagraph.toml
+POLYLITH_DATA_DIR=$WORK/data
 POLYLITH_UID=$(id -u)
 POLYLITH_GID=$(id -g)
 POLYLITH_LOG=info

@@ -27,16 +27,17 @@ step() { # step NAME CMD...: runs CMD quietly, prints NAME and its wall time, sh
   local name="$1"; shift
   local t0 t1 log
   log="$(mktemp)"
-  t0=$(date +%s.%N)
+  t0=$(date +%s%N)
   if ! "$@" >"$log" 2>&1; then
     echo "install-ops-deps: step '$name' failed:" >&2
     tail -n 40 "$log" >&2
     rm -f "$log"
     return 1
   fi
-  t1=$(date +%s.%N)
+  t1=$(date +%s%N)
   rm -f "$log"
-  printf 'install-ops-deps: %-28s %6.1f s\n' "$name" "$(echo "$t1 - $t0" | bc 2>/dev/null || python3 -c "print($t1-$t0)")"
+  local ms=$(( (t1 - t0) / 1000000 ))
+  printf 'install-ops-deps: %s: %d.%01d s\n' "$name" $((ms / 1000)) $(((ms % 1000) / 100))
 }
 
 # command-on-PATH -> Debian package providing it
