@@ -11,8 +11,8 @@
 #   1. static: dashboards are what scripts/gen_dashboards.py generates; they match
 #      dashboards/schema.json; every polylith_* name in dashboards and alert rules is in
 #      docs/metrics.md; `promtool check rules` + `promtool test rules` on the alerts.
-#   2. `polylith local --serve --data-dir DIR` (POLYLITH_BIN, default target/release/polylith,
-#      else target/debug/polylith); wait for DIR/targets.json (file_sd, job=miner|validator).
+#   2. `polylith local --serve --data-dir DIR` (POLYLITH_BIN, default the newer of
+#      $CARGO_TARGET_DIR/{release,debug}/polylith); wait for DIR/targets.json (file_sd).
 #   3. `promtool check metrics` on every endpoint's /metrics.
 #   4. Debian's Prometheus on 127.0.0.1:<free port>, temp storage, scrape_interval 1s,
 #      file_sd on DIR/targets.json, the alert rules loaded; wait until every target is up, a
@@ -102,7 +102,11 @@ if [ "$fake" = 1 ]; then
 else
   BIN="${POLYLITH_BIN:-}"
   if [ -z "$BIN" ]; then
-    for c in target/release/polylith target/debug/polylith; do [ -x "$c" ] && { BIN="$c"; break; }; done
+    # The newest build, so a stale release binary never shadows a fresh debug one.
+    T="${CARGO_TARGET_DIR:-target}"
+    for c in "$T/release/polylith" "$T/debug/polylith"; do
+      [ -x "$c" ] && { [ -z "$BIN" ] || [ "$c" -nt "$BIN" ]; } && BIN="$c"
+    done
   fi
   [ -n "$BIN" ] && [ -x "$BIN" ] || { echo "check-dashboards: no polylith binary (build it, or set POLYLITH_BIN)" >&2; exit 2; }
   say "starting $BIN local --serve --data-dir $SUBNET_DIR"
