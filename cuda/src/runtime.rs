@@ -268,8 +268,10 @@ impl Shape {
     }
 }
 
+/// Blocks for one thread per element. Never clamped below the element count: only the
+/// generator and fill kernels are grid-stride loops, the hash kernels are not.
 fn grid_for(total: u64, threads: u32) -> u32 {
-    total.div_ceil(threads as u64).clamp(1, 1 << 20) as u32
+    total.div_ceil(threads as u64).clamp(1, i32::MAX as u64) as u32
 }
 
 fn launch_cfg(total: u64) -> LaunchConfig {
