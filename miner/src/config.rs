@@ -195,7 +195,17 @@ impl Default for MinerConfig {
 impl MinerConfig {
     /// Parses TOML text; unknown keys are errors so typos do not pass silently.
     pub fn from_toml(text: &str) -> Result<Self, MinerError> {
-        let config: Self = toml::from_str(text).map_err(|e| MinerError::Config(e.to_string()))?;
+        let config: Self = toml::from_str(text).map_err(|e| {
+            // toml's Display draws a multi-line snippet; start-up errors are one line.
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let message = e.message().trim().replace('\n', " ");
+            MinerError::Config(match line {
+                Some(line) => format!("line {line}: {message}"),
+                None => message,
+            })
+        })?;
         config.validate()?;
         Ok(config)
     }
