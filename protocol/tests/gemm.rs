@@ -19,7 +19,9 @@ fn spec_4x8x4() -> GemmSpec {
 fn generator_matches_pinned_vectors() {
     assert_eq!(mix64(0), 0);
     assert_eq!(mix64(1), 0x5692_161d_100b_05e5);
-    let cases: [(u64, u32, i32, [i32; 8], [i32; 8]); 3] = [
+    /// (seed, k, R, A[0..8], B[0..8])
+    type Case = (u64, u32, i32, [i32; 8], [i32; 8]);
+    let cases: [Case; 3] = [
         (
             0,
             1,
@@ -80,7 +82,7 @@ fn matrices_are_row_major_generator_output_as_f32() {
     let b = spec.matrix_b();
     assert_eq!(a.len(), 32);
     assert_eq!(b.len(), 32);
-    assert_eq!(a[1 * 8 + 3], entry(42, Operand::A, 8, 11) as f32);
+    assert_eq!(a[8 + 3], entry(42, Operand::A, 8, 11) as f32);
     assert_eq!(b[7 * 4 + 2], entry(42, Operand::B, 8, 30) as f32);
     assert_eq!(&a[..4], &[50.0, -124.0, 108.0, 29.0]);
     assert_eq!(&b[..4], &[-21.0, 122.0, 12.0, -91.0]);
