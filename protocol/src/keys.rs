@@ -180,6 +180,10 @@ impl Hotkey {
                 .to_bytes(),
         )
     }
+    /// The BIP39 phrase, if this key was made from one.
+    pub fn phrase(&self) -> Option<&str> {
+        self.phrase.as_deref()
+    }
     /// The 32-byte mini secret, if this key was made from one.
     pub fn seed(&self) -> Option<&[u8; 32]> {
         self.seed.as_ref()
@@ -445,8 +449,16 @@ impl Keystore {
         Ok(self.dir.join(format!("{name}.json")))
     }
     /// Creates and saves a new random key; refuses to overwrite.
+    ///
+    /// The key comes from a fresh 12-word mnemonic, which is stored in the file
+    /// (`secretPhrase`) so the key can also be restored with btcli or `key import --mnemonic`.
     pub fn create(&self, name: &str) -> Result<Hotkey, KeyError> {
-        let key = Hotkey::generate();
+        self.path_of(name)?;
+        let entropy: [u8; 16] = rand::random();
+        let phrase = bip39::Mnemonic::from_entropy(&entropy)
+            .map_err(|e| KeyError::Invalid(format!("mnemonic: {e}")))?
+            .to_string();
+        let key = Hotkey::from_mnemonic(&phrase)?;
         self.save(name, &key)?;
         Ok(key)
     }
