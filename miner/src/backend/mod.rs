@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub mod cpu;
+pub mod cuda;
 
 pub use cpu::CpuBackend;
 
@@ -143,7 +144,7 @@ pub fn select_backend(kind: BackendKind) -> Result<Arc<dyn GemmBackend>, Backend
 }
 
 fn cuda_backend() -> Result<Arc<dyn GemmBackend>, BackendError> {
-    Err(BackendError::Unavailable(
-        "this miner was built without the CUDA backend".to_string(),
-    ))
+    let backend = cuda::CudaBackend::new(0)?;
+    tracing::info!(device = %backend.describe(), "using the CUDA backend");
+    Ok(Arc::new(backend))
 }
