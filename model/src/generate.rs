@@ -1,0 +1,212 @@
+//! Generation with a KV cache: prefill, then one token at a time, streamed through a callback.
+
+use crate::error::{ModelError, Result};
+use crate::model::{KvCache, Model};
+use crate::sampling::{self, SamplingParams};
+use serde::{Deserialize, Serialize};
+use std::ops::ControlFlow;
+
+/// One alternative token and its log-probability.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TopLogprob {
+    /// Token id.
+    pub id: u32,
+    /// log-softmax of the unmodified (temperature 1) logits.
+    pub logprob: f32,
+}
+
+/// A generated token as a miner reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GeneratedToken {
+    /// Token id.
+    pub id: u32,
+    /// Its log-probability under the unmodified logits (temperature 1, no top-p), so that the
+    /// value does not depend on the sampling parameters.
+    pub logprob: f32,
+    /// The `top_logprobs` highest alternatives, sorted by (logprob desc, id asc).
+    #[serde(default)]
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The completion text contains a stop string (the token completing it is the last one).
+    Stop,
+    /// `max_tokens` tokens were produced.
+    Length,
+    /// The last token is an end-of-sequence id.
+    Eos,
+}
+
+impl FinishReason {
+    /// The wire string: `stop`, `length` or `eos`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Eos => "eos",
+        }
+    }
+
+    /// Parses the wire string.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "stop" => Some(FinishReason::Stop),
+            "length" => Some(FinishReason::Length),
+            "eos" => Some(FinishReason::Eos),
+            _ => None,
+        }
+    }
+}
+
+/// A finished completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    /// Number of prompt tokens (BOS included).
+    pub prompt_tokens: usize,
+    /// Every generated token, including an EOS or the token that completed a stop string.
+    pub tokens: Vec<GeneratedToken>,
+    /// Decoded completion, cut before the first stop string (OpenAI semantics).
+    pub text: String,
+    /// Why it ended.
+    pub finish_reason: FinishReason,
+}
+
+impl Completion {
+    /// The generated ids.
+    pub fn ids(&self) -> Vec<u32> {
+        self.tokens.iter().map(|t| t.id).collect()
+    }
+}
+
+/// What the streaming callback receives for each token.
+#[derive(Debug)]
+pub struct TokenEvent<'a> {
+    /// 0-based index in the completion.
+    pub index: u32,
+    /// The token.
+    pub token: &'a GeneratedToken,
+    /// New text that is now final (may be empty while a multi-byte character or a possible stop
+    /// string is incomplete; the last event flushes the rest, without the stop string).
+    pub text_delta: &'a str,
+    /// `Some` on the last token.
+    pub finish_reason: Option<FinishReason>,
+}
+
+/// The earliest byte offset at which any stop string occurs in `text`.
+pub fn find_stop(text: &str, stop: &[String]) -> Option<usize> {
+    stop.iter().filter_map(|s| text.find(s.as_str())).min()
+}
+
+impl Model {
+    /// Generates a completion of `prompt` (token ids, BOS included), calling `on_token` after
+    /// each token; returning `ControlFlow::Break` from it cancels with [`ModelError::Cancelled`].
+    pub fn generate(
+        &self,
+        prompt: &[u32],
+        params: &SamplingParams,
+        mut on_token: impl FnMut(TokenEvent<'_>) -> ControlFlow<()>,
+    ) -> Result<Completion> {
+        params.validate()?;
+        if prompt.is_empty() {
+            return Err(ModelError::InvalidInput("empty prompt".into()));
+        }
+        let max_pos = self.config().max_position_embeddings;
+        if prompt.len() + params.max_tokens as usize > max_pos {
+            return Err(ModelError::InvalidInput(format!(
+                "prompt ({}) + max_tokens ({}) exceeds the model's {max_pos} positions",
+                prompt.len(),
+                params.max_tokens
+            )));
+        }
+        let mut out = Completion {
+            prompt_tokens: prompt.len(),
+            tokens: Vec::new(),
+            text: String::new(),
+            finish_reason: FinishReason::Length,
+        };
+        if params.max_tokens == 0 {
+            return Ok(out);
+        }
+        let k = usize::from(params.top_logprobs);
+        let hold_back = params.stop.iter().map(|s| s.len()).max().unwrap_or(1) - 1;
+        let mut cache = KvCache::default();
+        let mut logits = last_row(&self.forward(prompt, &mut cache)?)?;
+        let mut ids = Vec::new();
+        let mut emitted = 0usize;
+        for step in 0..params.max_tokens {
+            let id = sampling::pick(&logits, params, step);
+            let lp = sampling::log_softmax(&logits);
+            let token = GeneratedToken {
+                id,
+                logprob: lp[id as usize] as f32,
+                top_logprobs: sampling::top_k(&lp, k)
+                    .into_iter()
+                    .map(|(id, l)| TopLogprob {
+                        id,
+                        logprob: l as f32,
+                    })
+                    .collect(),
+            };
+            ids.push(id);
+            let text = self.tokenizer().decode(&ids)?;
+            let finish = if self.eos_token_ids().contains(&id) {
+                Some(FinishReason::Eos)
+            } else if find_stop(&text, &params.stop).is_some() {
+                Some(FinishReason::Stop)
+            } else if step + 1 == params.max_tokens {
+                Some(FinishReason::Length)
+            } else {
+                None
+            };
+            let final_text = match finish {
+                Some(_) => {
+                    let cut = find_stop(&text, &params.stop).unwrap_or(text.len());
+                    text[..cut].to_string()
+                }
+                None => text,
+            };
+            let mut end = if finish.is_some() {
+                final_text.len()
+            } else {
+                let mut e = final_text.len().saturating_sub(hold_back);
+                while e > emitted && !final_text.is_char_boundary(e) {
+                    e -= 1;
+                }
+                // An incomplete UTF-8 sequence decodes to U+FFFD and may still change.
+                while final_text[..e].ends_with('\u{FFFD}') {
+                    e -= '\u{FFFD}'.len_utf8();
+                }
+                e
+            };
+            end = end.max(emitted.min(final_text.len()));
+            let delta = final_text.get(emitted..end).unwrap_or("");
+            let flow = on_token(TokenEvent {
+                index: step,
+                token: &token,
+                text_delta: delta,
+                finish_reason: finish,
+            });
+            emitted = end;
+            out.tokens.push(token);
+            if flow.is_break() {
+                return Err(ModelError::Cancelled);
+            }
+            if let Some(f) = finish {
+                out.finish_reason = f;
+                out.text = final_text;
+                return Ok(out);
+            }
+            logits = last_row(&self.forward(&[id], &mut cache)?)?;
+        }
+        // max_tokens >= 1 and the last step always sets a finish reason.
+        Ok(out)
+    }
+}
+
+fn last_row(logits: &candle_core::Tensor) -> Result<Vec<f32>> {
+    let n = logits.dim(0)?;
+    Ok(logits.get(n - 1)?.to_vec1()?)
+}
