@@ -79,8 +79,15 @@ pub fn inplace_normalize_64(v: &mut [I64F64]) {
 }
 
 /// `u16 / 65535` as I32F32, truncated (subtensor's `u16_proportion_to_fixed`).
+///
+/// Both operands are whole numbers, so the crate's `(x·2^64)/(65535·2^32)` equals the 64-bit
+/// `(x·2^32)/65535`; a unit test checks all 65536 inputs against [`safe_div`].
 pub fn u16_proportion_to_fixed(x: u16) -> I32F32 {
-    safe_div(I32F32::from_num(x), U16_MAX)
+    I32F32::from_bits(
+        (u64::from(x) << 32)
+            .checked_div(65_535)
+            .map_or(0, |q| q.cast_signed()),
+    )
 }
 
 /// `floor(x * 65535)` clamped to u16 (subtensor's `fixed_proportion_to_u16`).
@@ -660,6 +667,17 @@ pub fn max_upscale_to_u16(values: &[u16]) -> Vec<u16> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn u16_proportion_to_fixed_equals_safe_div_for_every_u16() {
+        for x in 0..=u16::MAX {
+            assert_eq!(
+                u16_proportion_to_fixed(x),
+                safe_div(I32F32::from_num(x), U16_MAX),
+                "x = {x}"
+            );
+        }
+    }
 
     proptest! {
         #[test]

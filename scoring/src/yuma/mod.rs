@@ -5,17 +5,17 @@
 //! ([`EpochOutput`]). [`rewards`] is the short entry point for the validator. The spec is
 //! `spec/yuma.md` (subtensor `main` @ `14bc6f9f`); section numbers below refer to it.
 
+pub mod csr;
 pub mod io;
 pub mod math;
+pub mod reference;
 
+use csr::Csr;
 use math::{
     ONE, SparseMatrix, SparseRow, ZERO, col_clip_sparse, fixed_proportion_to_u16,
-    inplace_col_max_upscale_sparse, inplace_col_normalize_sparse, inplace_normalize,
-    inplace_normalize_64, inplace_normalize_using_sum, inplace_row_normalize_sparse,
-    interpolate_sparse, is_topk_nonzero, liquid_alpha_row, mat_ema_alpha_sparse_row,
-    mat_ema_sparse, matmul_sparse, matmul_transpose_sparse, row_hadamard_sparse, row_sum_sparse,
-    share_to_amount, sum, u16_proportion_to_fixed, vec_mask_sparse_matrix,
-    weighted_median_col_sparse,
+    inplace_normalize, inplace_normalize_64, inplace_normalize_using_sum, interpolate_sparse,
+    is_topk_nonzero, liquid_alpha_row, mat_ema_alpha_sparse_row, share_to_amount, sum,
+    u16_proportion_to_fixed,
 };
 use serde::{Deserialize, Serialize};
 use substrate_fixed::types::{I32F32, I64F64};
@@ -193,7 +193,7 @@ pub struct EpochOutput {
     pub bonds_after: Vec<U16Row>,
 }
 
-fn check_len(field: &'static str, expected: usize, got: usize) -> Result<(), YumaError> {
+pub(crate) fn check_len(field: &'static str, expected: usize, got: usize) -> Result<(), YumaError> {
     if expected == got {
         Ok(())
     } else {
@@ -205,16 +205,20 @@ fn check_len(field: &'static str, expected: usize, got: usize) -> Result<(), Yum
     }
 }
 
-fn bits(v: &[I32F32]) -> Vec<i64> {
+pub(crate) fn bits(v: &[I32F32]) -> Vec<i64> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
-fn to_u16s(v: &[I32F32]) -> Vec<u16> {
+pub(crate) fn to_u16s(v: &[I32F32]) -> Vec<u16> {
     v.iter().map(|x| fixed_proportion_to_u16(*x)).collect()
 }
 
 /// Stored u16 rows as fixed point, dropping columns that are not uids.
-fn rows_to_fixed(rows: &[U16Row], n: usize, conv: impl Fn(u16) -> I32F32) -> SparseMatrix {
+pub(crate) fn rows_to_fixed(
+    rows: &[U16Row],
+    n: usize,
+    conv: impl Fn(u16) -> I32F32,
+) -> SparseMatrix {
     rows.iter()
         .map(|row| {
             row.iter()
@@ -226,7 +230,7 @@ fn rows_to_fixed(rows: &[U16Row], n: usize, conv: impl Fn(u16) -> I32F32) -> Spa
 }
 
 /// `1 − BondsMovingAverage/1e6`, with the I64F64 → I32F32 truncation of §2.
-fn ema_alpha(bonds_moving_average: u64) -> I32F32 {
+pub(crate) fn ema_alpha(bonds_moving_average: u64) -> I32F32 {
     let bma = math::safe_div_64(
         I64F64::saturating_from_num(bonds_moving_average),
         I64F64::saturating_from_num(1_000_000u32),
@@ -325,54 +329,81 @@ pub fn epoch(params: &EpochParams, inputs: &EpochInputs) -> Result<EpochOutput, 
         .collect();
     inplace_normalize(&mut active_stake);
 
-    // §5.5 weights: permit, self-weight, outdated, commit-reveal, row normalise.
-    let mut weights: SparseMatrix = inputs
-        .weights
-        .iter()
-        .zip(&forbid)
-        .enumerate()
-        .map(|(i, (row, fb))| {
-            if *fb {
-                return Vec::new();
-            }
-            row.iter()
-                .filter(|(j, _)| {
-                    let j = usize::from(*j);
-                    j < n && (j != i || Some(i) == owner)
-                })
-                .map(|(j, v)| (*j, I32F32::from_num(*v)))
-                .collect()
-        })
-        .collect();
-    weights = vec_mask_sparse_matrix(&weights, lu, reg, |updated, registered| {
-        updated <= registered
-    });
-    if params.commit_reveal_mask {
-        let commit_blocks: Vec<u64> = match &inputs.commit_blocks {
-            Some(cb) => cb.iter().map(|c| c.unwrap_or(u64::MAX)).collect(),
-            None => vec![u64::MAX; n],
-        };
-        weights = vec_mask_sparse_matrix(&weights, &commit_blocks, reg, |cb, registered| {
-            cb < registered
-        });
-    }
-    inplace_row_normalize_sparse(&mut weights);
+    // §5.5 weights: permit, self-weight, outdated, commit-reveal, row normalise. The masks
+    // only ever drop single entries, so they are applied in one pass while the rows are read.
+    let commit_blocks: Option<Vec<u64>> =
+        params
+            .commit_reveal_mask
+            .then(|| match &inputs.commit_blocks {
+                Some(cb) => cb.iter().map(|c| c.unwrap_or(u64::MAX)).collect(),
+                None => vec![u64::MAX; n],
+            });
+    let capacity = inputs.weights.iter().map(Vec::len).sum();
+    let mut weights = Csr::from_rows(
+        inputs
+            .weights
+            .iter()
+            .zip(&forbid)
+            .enumerate()
+            .map(|(i, (row, fb))| {
+                let updated = lu.get(i).copied().unwrap_or(0);
+                let committed = commit_blocks.as_ref().and_then(|c| c.get(i)).copied();
+                let self_ok = Some(i) == owner;
+                row.iter()
+                    .take(if *fb { 0 } else { usize::MAX })
+                    .filter(move |(j, _)| {
+                        let j = usize::from(*j);
+                        let Some(registered) = reg.get(j) else {
+                            return false;
+                        };
+                        (j != i || self_ok)
+                            && updated > *registered
+                            && committed.is_none_or(|cb| cb >= *registered)
+                    })
+                    .map(|(j, v)| (*j, I32F32::from_num(*v)))
+            }),
+        capacity,
+    );
+    weights.row_normalize();
 
     // §5.6 consensus.
     let kappa = u16_proportion_to_fixed(params.kappa_u16);
-    let consensus = weighted_median_col_sparse(&active_stake, &weights, n, kappa);
+    let consensus = csr::weighted_median_col(&active_stake, &weights, n, kappa);
+    let threshold = |j: u16| consensus.get(usize::from(j)).copied().unwrap_or(ZERO);
 
-    // §5.7 clipping and validator trust.
-    let clipped = col_clip_sparse(&weights, &consensus);
-    let validator_trust = row_sum_sparse(&clipped);
-
-    // §5.8 incentive.
-    let mut incentive = matmul_sparse(&clipped, &active_stake, n);
+    // §5.7 validator trust and §5.8 incentive, read off the clipped weights as they are made.
+    let mut incentive = vec![ZERO; n];
+    let validator_trust: Vec<I32F32> = weights
+        .rows()
+        .zip(active_stake.iter().chain(std::iter::repeat(&ZERO)))
+        .map(|(row, a)| {
+            let mut trust = ZERO;
+            for (j, v) in row {
+                if let Some(c) = csr::clip(*v, threshold(*j)) {
+                    trust = trust.saturating_add(c);
+                    if let Some(o) = incentive.get_mut(usize::from(*j)) {
+                        *o = o.saturating_add(a.saturating_mul(c));
+                    }
+                }
+            }
+            trust
+        })
+        .collect();
     inplace_normalize(&mut incentive);
 
-    // §5.9 weights for bonds.
+    // §5.9 weights for bonds: β = 1 (the default) is the clipped matrix itself.
     let beta = u16_proportion_to_fixed(params.bonds_penalty_u16);
-    let weights_for_bonds = interpolate_sparse(&weights, &clipped, n, beta);
+    let weights_for_bonds = if beta == ZERO {
+        weights
+    } else if beta == ONE {
+        weights.retain_map(|_, j, v| csr::clip(v, threshold(j)));
+        weights
+    } else {
+        let rows: SparseMatrix = weights.rows().map(<[_]>::to_vec).collect();
+        let clipped = col_clip_sparse(&rows, &consensus);
+        let mixed = interpolate_sparse(&rows, &clipped, n, beta);
+        Csr::from_rows(mixed.iter().map(|r| r.iter().copied()), 0)
+    };
 
     // §5.10 bonds and dividends.
     let last_tempo = if params.last_mechanism_step_block == 0 {
@@ -380,36 +411,58 @@ pub fn epoch(params: &EpochParams, inputs: &EpochInputs) -> Result<EpochOutput, 
     } else {
         params.last_mechanism_step_block.saturating_add(1)
     };
-    let bond_horizon = vec![last_tempo; n];
+    let bonds_capacity = inputs.bonds_before.iter().map(Vec::len).sum();
+    let stored_bonds = |conv: fn(u16) -> I32F32| {
+        Csr::from_rows(
+            inputs.bonds_before.iter().map(|row| {
+                row.iter()
+                    .filter(|(j, _)| reg.get(usize::from(*j)).is_some_and(|r| last_tempo > *r))
+                    .map(move |(j, v)| (*j, conv(*v)))
+            }),
+            bonds_capacity,
+        )
+    };
     let (mut dividends, bonds_store) = if params.yuma3 {
-        let bonds = rows_to_fixed(&inputs.bonds_before, n, u16_proportion_to_fixed);
-        let bonds = vec_mask_sparse_matrix(&bonds, &bond_horizon, reg, |lt, registered| {
-            lt <= registered
-        });
+        let bonds = stored_bonds(u16_proportion_to_fixed);
         let ema_bonds = yuma3_bonds(params, &weights_for_bonds, &bonds, &consensus);
-        let mut norm = ema_bonds.clone();
-        inplace_col_normalize_sparse(&mut norm, n);
-        let per_validator = matmul_transpose_sparse(&norm, &incentive);
-        let mut dividends: Vec<I32F32> = per_validator
+        // Dividends read the column-normalised bonds; the unnormalised ones are stored.
+        let col_div: Vec<Option<csr::Divisor>> = ema_bonds
+            .col_sums(n)
             .iter()
+            .map(|s| (*s != ZERO).then(|| csr::Divisor::new(*s)))
+            .collect();
+        let mut dividends: Vec<I32F32> = ema_bonds
+            .rows()
             .zip(&active_stake)
-            .map(|(b, a)| b.checked_mul(*a).unwrap_or(ZERO))
+            .map(|(row, a)| {
+                let b = row.iter().fold(ZERO, |acc, (j, x)| {
+                    let x = match col_div.get(usize::from(*j)) {
+                        Some(Some(d)) => d.div(*x),
+                        _ => *x,
+                    };
+                    let ij = incentive.get(usize::from(*j)).copied().unwrap_or(ZERO);
+                    acc.saturating_add(ij.saturating_mul(x))
+                });
+                b.checked_mul(*a).unwrap_or(ZERO)
+            })
             .collect();
         inplace_normalize(&mut dividends);
         (dividends, ema_bonds)
     } else {
-        let mut bonds = rows_to_fixed(&inputs.bonds_before, n, I32F32::from_num);
-        bonds = vec_mask_sparse_matrix(&bonds, &bond_horizon, reg, |lt, registered| {
-            lt <= registered
-        });
-        inplace_col_normalize_sparse(&mut bonds, n);
-        let mut delta = row_hadamard_sparse(&weights_for_bonds, &active_stake);
-        inplace_col_normalize_sparse(&mut delta, n);
-        let mut ema_bonds = mat_ema_sparse(&delta, &bonds, ema_alpha(params.bonds_moving_average));
-        inplace_col_normalize_sparse(&mut ema_bonds, n);
-        let mut dividends = matmul_transpose_sparse(&ema_bonds, &incentive);
+        let mut bonds = stored_bonds(I32F32::from_num);
+        bonds.col_normalize(n);
+        let mut delta = weights_for_bonds;
+        for (row, a) in delta.rows_mut().zip(&active_stake) {
+            for (_, v) in row.iter_mut() {
+                *v = v.saturating_mul(*a);
+            }
+        }
+        delta.col_normalize(n);
+        let mut ema_bonds = csr::mat_ema(&delta, &bonds, ema_alpha(params.bonds_moving_average));
+        ema_bonds.col_normalize(n);
+        let mut dividends = ema_bonds.matmul_transpose(&incentive);
         inplace_normalize(&mut dividends);
-        inplace_col_max_upscale_sparse(&mut ema_bonds, n);
+        ema_bonds.col_max_upscale(n);
         (dividends, ema_bonds)
     };
     if dividends.len() != n {
@@ -445,7 +498,7 @@ pub fn epoch(params: &EpochParams, inputs: &EpochInputs) -> Result<EpochOutput, 
 
     // §5.12 bonds written back: quantised rows of uids holding a new permit.
     let bonds_after: Vec<U16Row> = bonds_store
-        .iter()
+        .rows()
         .zip(&new_permits)
         .map(|(row, permit)| {
             if *permit {
@@ -482,32 +535,29 @@ pub fn epoch(params: &EpochParams, inputs: &EpochInputs) -> Result<EpochOutput, 
 
 /// Yuma3 bond EMA (§5.10b): per-entry liquid alpha when enabled and some consensus is nonzero,
 /// otherwise one alpha from `bonds_moving_average`.
-fn yuma3_bonds(
-    params: &EpochParams,
-    weights: &[SparseRow],
-    bonds: &[SparseRow],
-    consensus: &[I32F32],
-) -> SparseMatrix {
+fn yuma3_bonds(params: &EpochParams, weights: &Csr, bonds: &Csr, consensus: &[I32F32]) -> Csr {
     if params.liquid_alpha && consensus.iter().any(|c| *c != ZERO) {
         let low = u16_proportion_to_fixed(params.alpha_low_u16);
         let high = u16_proportion_to_fixed(params.alpha_high_u16);
         let steepness = I32F32::from_num(params.alpha_sigmoid_steepness);
-        let empty = SparseRow::new();
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, w_row)| {
-                if w_row.is_empty() {
-                    // No column of this row is written, whatever its alphas.
-                    return SparseRow::new();
-                }
-                let b_row = bonds.get(i).unwrap_or(&empty);
-                let alphas = liquid_alpha_row(w_row, b_row, consensus, low, high, steepness);
-                mat_ema_alpha_sparse_row(w_row, b_row, &alphas)
-            })
-            .collect()
+        let mut bond_rows = bonds.rows();
+        Csr::from_rows(
+            weights
+                .rows()
+                .map(|w_row| {
+                    let b_row = bond_rows.next().unwrap_or(&[]);
+                    if w_row.is_empty() {
+                        // No column of this row is written, whatever its alphas.
+                        return SparseRow::new();
+                    }
+                    let alphas = liquid_alpha_row(w_row, b_row, consensus, low, high, steepness);
+                    mat_ema_alpha_sparse_row(w_row, b_row, &alphas)
+                })
+                .collect::<Vec<_>>(),
+            weights.rows().map(<[_]>::len).sum(),
+        )
     } else {
-        mat_ema_sparse(weights, bonds, ema_alpha(params.bonds_moving_average))
+        csr::mat_ema(weights, bonds, ema_alpha(params.bonds_moving_average))
     }
 }
 
