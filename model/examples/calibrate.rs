@@ -46,6 +46,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             gaps.push(f64::from(s[0] - s[1]));
         }
     }
+    if gaps.is_empty() {
+        return Err("no prompts".into());
+    }
     gaps.sort_by(|a, b| a.total_cmp(b));
     let frac = |t: f64| gaps.iter().filter(|&&g| g <= t).count() as f64 / gaps.len() as f64;
     println!(
@@ -57,7 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         frac(0.1)
     );
     println!(
-        "| variant | mode | completions passed | tokens matched | near-ties | max centered logit dev | max logprob err | mean logprob err | reasons |"
+        "| variant | mode | completions passed | tokens matched | near-ties | max centered logit dev | max logprob err (smallest per-completion max) | mean logprob err | reasons |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for (vname, miner) in &variants {
@@ -65,6 +68,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let (mut passed, mut total, mut matched, mut checked, mut ties) =
                 (0, 0, 0u64, 0u64, 0u64);
             let (mut max_dev, mut max_lp, mut sum_mean) = (0f64, 0f64, 0f64);
+            let (mut lo_mean, mut hi_mean) = (f64::INFINITY, 0f64);
+            let mut lo_max = f64::INFINITY;
             let mut reasons: BTreeMap<&str, u32> = BTreeMap::new();
             for p in 0..n_prompts {
                 let params = SamplingParams {
@@ -73,7 +78,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     top_p,
                     seed: 1000 + p,
                     stop: vec![],
-                    top_logprobs: 3,
+                    top_logprobs: 20,
                 };
                 let ids = reference.encode_prompt(&prompts::generate(2, p))?;
                 let out = miner.generate(&ids, &params, |_| ControlFlow::Continue(()))?;
@@ -95,6 +100,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ties += u64::from(r.near_ties);
                 max_lp = max_lp.max(r.max_logprob_error);
                 sum_mean += r.mean_logprob_error;
+                lo_mean = lo_mean.min(r.mean_logprob_error);
+                lo_max = lo_max.min(r.max_logprob_error);
+                hi_mean = hi_mean.max(r.mean_logprob_error);
                 // Logit deviation on the miner's own sequence, shift-invariant (centered).
                 let mut seq = ids.clone();
                 seq.extend(out.ids());
@@ -111,7 +119,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
             println!(
-                "| {vname} | {mname} | {passed}/{total} | {:.2}% | {ties} | {max_dev:.4} | {max_lp:.4} | {:.5} | {reasons:?} |",
+                "| {vname} | {mname} | {passed}/{total} | {:.2}% | {ties} | {max_dev:.4} | {max_lp:.4} (min {lo_max:.4}) | {:.5} [{lo_mean:.4}, {hi_mean:.4}] | {reasons:?} |",
                 100.0 * matched as f64 / checked.max(1) as f64,
                 sum_mean / total as f64,
             );

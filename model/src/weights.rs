@@ -101,14 +101,17 @@ pub struct Weights {
 /// Init scale of each builtin tensor kind: uniform values with this standard deviation
 /// (norm weights are instead uniform in [0.6, 1.4]).
 pub const BUILTIN_STD_EMBED: f64 = 0.5;
-/// Std of the builtin attention and MLP projections.
-pub const BUILTIN_STD_LINEAR: f64 = 0.1;
+/// Std of the builtin attention projections and MLP gate/up (≈ 1/sqrt(hidden)).
+pub const BUILTIN_STD_LINEAR: f64 = 0.07;
+/// Std of the builtin MLP down projection (≈ 1/sqrt(intermediate)).
+pub const BUILTIN_STD_DOWN: f64 = 0.045;
 /// Std of the builtin output projection; large enough that next-token distributions are peaked.
 pub const BUILTIN_STD_LM_HEAD: f64 = 0.25;
 
 /// Stream tags separating the uses of the counter-based generator.
 const TAG_BUILTIN: u64 = 0x1000;
 const TAG_PERTURB: u64 = 0x2000;
+const TAG_OUTLIER: u64 = 0x1800;
 
 impl Weights {
     /// Takes tensors by name (any float dtype; converted to f32), checks names and shapes against
@@ -141,8 +144,10 @@ impl Weights {
     }
 
     /// The deterministic builtin weights for `config` and `seed` (see docs/model.md):
-    /// element `i` of the `t`-th canonical tensor is `rng::uniform(rng::key(seed, 0x1000 + t), i)`,
-    /// mapped to a symmetric uniform of the kind's std (or to [0.6, 1.4] for norm weights).
+    /// element `i` of the `t`-th canonical tensor is `rng::uniform(rng::key(seed, 0x1000 + t), i)`
+    /// mapped to a symmetric uniform, times 8 when `rng::uniform(rng::key(seed, 0x1800 + t), i)
+    /// < 1/64` (heavy tails, as real checkpoints have: they make naive int8 visibly lossy), scaled
+    /// to the kind's std; norm weights are instead uniform in [0.6, 1.4].
     pub fn generate(config: LlamaConfig, seed: u64) -> Result<Self> {
         config.validate()?;
         let mut tensors = BTreeMap::new();
@@ -154,16 +159,23 @@ impl Weights {
                 BUILTIN_STD_EMBED
             } else if name.starts_with("lm_head") {
                 BUILTIN_STD_LM_HEAD
+            } else if name.contains("down_proj") {
+                BUILTIN_STD_DOWN
             } else {
                 BUILTIN_STD_LINEAR
             };
+            let outlier_key = rng::key(seed, TAG_OUTLIER + t as u64);
+            // Unit-std mixture: symmetric uniform, 1 in 64 values scaled by 8.
+            let unit = 3f64.sqrt() / (1.0f64 + 63.0 / 64.0).sqrt();
             let data: Vec<f32> = (0..n as u64)
                 .map(|i| {
                     let u = rng::uniform(key, i);
                     if is_norm {
                         (0.6 + 0.8 * u) as f32
                     } else {
-                        ((2.0 * u - 1.0) * 3f64.sqrt() * std) as f32
+                        let big = rng::uniform(outlier_key, i) < 1.0 / 64.0;
+                        let scale = if big { 8.0 } else { 1.0 };
+                        ((2.0 * u - 1.0) * unit * scale * std) as f32
                     }
                 })
                 .collect();
