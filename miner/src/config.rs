@@ -69,16 +69,31 @@ pub enum Behaviour {
     Random,
     /// Computes its first task honestly and answers every later task with that commitment.
     Replay,
+    /// LLM: generates with a different model's weights while claiming the real one.
+    WrongModel,
+    /// LLM: generates with slightly perturbed weights.
+    Perturbed,
+    /// LLM: generates with the last layer skipped.
+    Truncated,
+    /// LLM: generates with int8-quantized weights.
+    Quantized,
+    /// LLM: returns uniformly random tokens without running the model.
+    RandomTokens,
 }
 
 impl Behaviour {
     /// Every behaviour, for help texts and exhaustive tests.
-    pub const ALL: [Behaviour; 5] = [
+    pub const ALL: [Behaviour; 10] = [
         Behaviour::Honest,
         Behaviour::Slow,
         Behaviour::Lazy,
         Behaviour::Random,
         Behaviour::Replay,
+        Behaviour::WrongModel,
+        Behaviour::Perturbed,
+        Behaviour::Truncated,
+        Behaviour::Quantized,
+        Behaviour::RandomTokens,
     ];
 
     /// The kebab-case name used in flags and TOML.
@@ -89,6 +104,11 @@ impl Behaviour {
             Behaviour::Lazy => "lazy",
             Behaviour::Random => "random",
             Behaviour::Replay => "replay",
+            Behaviour::WrongModel => "wrong-model",
+            Behaviour::Perturbed => "perturbed",
+            Behaviour::Truncated => "truncated",
+            Behaviour::Quantized => "quantized",
+            Behaviour::RandomTokens => "random-tokens",
         }
     }
 }
@@ -156,6 +176,9 @@ pub struct MinerConfig {
     pub max_open_rows: usize,
     /// Compute backend.
     pub backend: BackendKind,
+    /// LLM served on `/v1/completions`: `builtin` or a checkpoint directory; none disables
+    /// the LLM endpoints (they answer 404 `unknown_model`).
+    pub model: Option<String>,
     /// Honest or one of the adversarial behaviours.
     pub behaviour: Behaviour,
     /// Extra delay of the `slow` behaviour, milliseconds (added to the factor's delay).
@@ -185,6 +208,7 @@ impl Default for MinerConfig {
             max_gemm_dim: 8192,
             max_open_rows: 1024,
             backend: BackendKind::Auto,
+            model: None,
             behaviour: Behaviour::Honest,
             slow_delay_ms: 200,
             slow_factor: 2.0,

@@ -22,6 +22,9 @@ pub enum MinerError {
     /// The compute backend could not start.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// The LLM could not be loaded.
+    #[error("loading the model: {0}")]
+    Model(#[from] polylith_model::ModelError),
     /// Metrics registration failed (a duplicate name: a bug).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),

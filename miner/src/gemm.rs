@@ -65,7 +65,14 @@ pub(crate) fn commit_with_behaviour(
 ) -> Result<Arc<dyn Committed>, BackendError> {
     let backend = miner.backend.as_ref();
     match miner.config.behaviour {
-        Behaviour::Honest | Behaviour::Slow => Ok(Arc::from(backend.commit(spec, dtype)?)),
+        // The LLM adversaries cheat on LLM tasks only.
+        Behaviour::Honest
+        | Behaviour::Slow
+        | Behaviour::WrongModel
+        | Behaviour::Perturbed
+        | Behaviour::Truncated
+        | Behaviour::Quantized
+        | Behaviour::RandomTokens => Ok(Arc::from(backend.commit(spec, dtype)?)),
         Behaviour::Lazy => Ok(Arc::new(partly_garbage(
             backend,
             spec,

@@ -19,6 +19,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 mod gemm;
+pub mod llm;
 pub mod metrics;
 pub mod server;
 pub mod store;

@@ -46,6 +46,8 @@ pub struct MinerInner {
     pub(crate) metrics: MinerMetrics,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) store: Mutex<CommitmentStore>,
+    /// The LLM, when one is served.
+    pub(crate) model: Option<crate::llm::ServedModel>,
     /// The `replay` behaviour's first commitment.
     pub(crate) replay: Mutex<Option<Arc<dyn Committed>>>,
     slots: Arc<Semaphore>,
@@ -129,6 +131,10 @@ impl Miner {
         config.validate()?;
         let metagraph = MetagraphHandle::open(config.metagraph.clone())?;
         let metrics = MinerMetrics::new(backend.name())?;
+        let model = match &config.model {
+            Some(spec) => Some(crate::llm::ServedModel::load(spec, config.behaviour)?),
+            None => None,
+        };
         let public = hotkey.public();
         let inner = MinerInner {
             ss58: public.to_ss58(),
@@ -147,6 +153,7 @@ impl Miner {
                 max_bytes: config.max_commitment_bytes,
                 max_count: config.max_commitments,
             })),
+            model,
             replay: Mutex::new(None),
             slots: Arc::new(Semaphore::new(config.max_concurrent)),
             admitted: AtomicUsize::new(0),
@@ -188,12 +195,15 @@ impl Miner {
         Ok(self.inner.metagraph.reload_if_changed()?)
     }
 
-    /// The task API: `/v1/gemm/commit`, `/v1/gemm/open`, `/health`, `/v1/info`.
+    /// The task API: `/v1/gemm/commit`, `/v1/gemm/open`, `/v1/completions`,
+    /// `/v1/chat/completions`, `/health`, `/v1/info`.
     pub fn router(&self) -> Router {
         let state = self.inner.clone();
         let tasks = Router::new()
             .route("/v1/gemm/commit", post(crate::gemm::commit))
             .route("/v1/gemm/open", post(crate::gemm::open))
+            .route("/v1/completions", post(crate::llm::completions))
+            .route("/v1/chat/completions", post(crate::llm::chat_completions))
             .route_layer(middleware::from_fn_with_state(state.clone(), admission));
         Router::new()
             .merge(tasks)
@@ -389,13 +399,19 @@ async fn health(State(inner): State<Arc<MinerInner>>) -> Response {
 }
 
 async fn info(State(inner): State<Arc<MinerInner>>) -> Response {
+    let tasks: &[&str] = if inner.model.is_some() {
+        &["gemm", "llm"]
+    } else {
+        &["gemm"]
+    };
     axum::Json(serde_json::json!({
         "hotkey": inner.ss58,
         "backend": inner.backend.name(),
         "version": env!("CARGO_PKG_VERSION"),
-        "tasks": ["gemm"],
+        "tasks": tasks,
         "tasks_served": inner.tasks_served.load(Ordering::Relaxed),
-        "model_hash": serde_json::Value::Null,
+        "model": inner.model.as_ref().map(|m| m.name.clone()),
+        "model_hash": inner.model.as_ref().map(|m| m.hash_hex.clone()),
     }))
     .into_response()
 }

@@ -69,7 +69,11 @@ pub struct Args {
     /// Compute backend: auto, cpu or cuda.
     #[arg(long, env = "POLYLITH_BACKEND")]
     pub backend: Option<BackendKind>,
-    /// honest, or an adversary for tests: slow, lazy, random, replay.
+    /// LLM to serve on /v1/completions: `builtin` or a checkpoint directory.
+    #[arg(long, env = "POLYLITH_MODEL")]
+    pub model: Option<String>,
+    /// honest, or an adversary for tests: slow, lazy, random, replay (GEMM), wrong-model,
+    /// perturbed, truncated, quantized, random-tokens (LLM).
     #[arg(long, env = "POLYLITH_BEHAVIOUR")]
     pub behaviour: Option<Behaviour>,
     /// Extra delay of the slow behaviour, milliseconds.
@@ -89,6 +93,9 @@ impl Args {
         };
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = &self.$field { c.$field = v.clone(); } )* };
+        }
+        if let Some(model) = &self.model {
+            c.model = Some(model.clone());
         }
         set!(
             listen,

@@ -1,0 +1,672 @@
+//! The LLM task: OpenAI-compatible `POST /v1/completions` and `POST /v1/chat/completions` on
+//! top of `polylith-model`, with optional SSE streaming.
+//!
+//! Streams are `text/event-stream`: one `data: {chunk}\n\n` event per token, then
+//! `event: receipt\ndata: {receipt}\n\n` and `data: [DONE]\n\n`. The receipt's
+//! `response_hash` is blake3 of every byte sent before the receipt event.
+//!
+//! Besides the OpenAI fields, every response carries a `polylith` object with the prompt and
+//! completion token ids, per-token logprobs and the model hash, which is what a validator
+//! needs for `polylith_model::verify`.
+
+use crate::auth::{Authenticated, ReceiptInfo, make_receipt, reply_json};
+use crate::config::Behaviour;
+use crate::error::{ApiError, MinerError};
+use crate::server::{MinerInner, SlotPermit};
+use axum::Extension;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use polylith_model::{
+    Completion, FinishReason, GeneratedToken, Model, ModelError, SamplingParams, TopLogprob,
+};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// Relative weight noise of the `perturbed` adversary.
+const PERTURB_REL: f64 = 0.05;
+/// Seed of the `wrong-model` adversary's weights (any seed but the real one).
+const WRONG_MODEL_SEED: u64 = 0xBAD_5EED;
+
+/// The model a miner serves: what it runs, and what it claims to run.
+pub struct ServedModel {
+    /// The model that generates (a variant for the LLM adversaries).
+    pub model: Model,
+    /// The honest model's name, matched against requests.
+    pub name: String,
+    /// The honest model's hash, reported in receipts (adversaries claim it too).
+    pub hash_hex: String,
+}
+
+impl ServedModel {
+    /// Loads `spec` (`builtin` or a checkpoint directory) and applies `behaviour`'s variant.
+    pub fn load(spec: &str, behaviour: Behaviour) -> Result<Self, MinerError> {
+        let honest = Model::load(spec)?;
+        let name = honest.name().to_string();
+        let hash_hex = honest.hash().to_string();
+        let model = match behaviour {
+            Behaviour::WrongModel => Model::builtin_with_seed(WRONG_MODEL_SEED)?,
+            Behaviour::Perturbed => honest.perturbed(PERTURB_REL, WRONG_MODEL_SEED)?,
+            Behaviour::Truncated => honest.truncated()?,
+            Behaviour::Quantized => honest.quantized_int8()?,
+            _ => honest,
+        };
+        Ok(Self {
+            model,
+            name,
+            hash_hex,
+        })
+    }
+
+    fn accepts(&self, requested: Option<&str>) -> bool {
+        match requested {
+            None => true,
+            Some(m) => {
+                m == self.name
+                    || m == self.hash_hex
+                    || m == "builtin" && self.name.starts_with("builtin")
+            }
+        }
+    }
+}
+
+/// `stop`: one string or a list, as in the OpenAI API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    /// A single stop string.
+    One(String),
+    /// Several stop strings.
+    Many(Vec<String>),
+}
+
+impl Stop {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Stop::One(s) => vec![s],
+            Stop::Many(v) => v,
+        }
+    }
+}
+
+/// Sampling fields shared by both endpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    /// Model name or hash; absent means the served model.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Most completion tokens (default 16).
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: u32,
+    /// 0 = greedy (default 1, as in the OpenAI API).
+    #[serde(default = "one")]
+    pub temperature: f32,
+    /// Nucleus mass (default 1).
+    #[serde(default = "one")]
+    pub top_p: f32,
+    /// Seed of the sampling draws (default 0).
+    #[serde(default)]
+    pub seed: u64,
+    /// Stop strings.
+    #[serde(default)]
+    pub stop: Option<Stop>,
+    /// Stream tokens as server-sent events.
+    #[serde(default)]
+    pub stream: bool,
+}
+
+fn default_max_tokens() -> u32 {
+    16
+}
+fn one() -> f32 {
+    1.0
+}
+
+/// `POST /v1/completions` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompletionRequest {
+    /// Prompt text (BOS is added by the miner).
+    pub prompt: String,
+    /// Alternatives per token, 0..=20 (OpenAI's integer `logprobs`).
+    #[serde(default)]
+    pub logprobs: Option<u8>,
+    /// Sampling fields.
+    #[serde(flatten)]
+    pub sampling: Sampling,
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+/// `POST /v1/chat/completions` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    /// The conversation.
+    pub messages: Vec<ChatMessage>,
+    /// Whether to return logprobs.
+    #[serde(default)]
+    pub logprobs: bool,
+    /// Alternatives per token when `logprobs` is set, 0..=20.
+    #[serde(default)]
+    pub top_logprobs: Option<u8>,
+    /// Sampling fields.
+    #[serde(flatten)]
+    pub sampling: Sampling,
+}
+
+/// The prompt text of a chat: one `role: content` line per message, then `assistant: `.
+pub fn chat_prompt(messages: &[ChatMessage]) -> String {
+    let mut s = String::new();
+    for m in messages {
+        s.push_str(&m.role);
+        s.push_str(": ");
+        s.push_str(&m.content);
+        s.push('\n');
+    }
+    s.push_str("assistant: ");
+    s
+}
+
+/// Token usage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Prompt tokens (BOS included).
+    pub prompt_tokens: usize,
+    /// Completion tokens.
+    pub completion_tokens: usize,
+    /// Their sum.
+    pub total_tokens: usize,
+}
+
+/// What a validator needs to verify a completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolylithExtra {
+    /// Prompt ids (BOS included).
+    pub prompt_token_ids: Vec<u32>,
+    /// Completion tokens with logprobs and alternatives.
+    pub tokens: Vec<GeneratedToken>,
+    /// `stop`, `length` or `eos`.
+    pub finish_reason: String,
+    /// Hash of the model the miner says it ran, hex.
+    pub model_hash: String,
+}
+
+/// One choice of a non-streamed response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Choice {
+    /// Always 0.
+    pub index: u32,
+    /// Completion text (`/v1/completions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Assistant message (`/v1/chat/completions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<ChatMessage>,
+    /// Per-token logprobs when requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<Vec<GeneratedToken>>,
+    /// `stop`, `length` or `eos`.
+    pub finish_reason: String,
+}
+
+/// A non-streamed response of either endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompletionResponse {
+    /// Random id.
+    pub id: String,
+    /// `text_completion` or `chat.completion`.
+    pub object: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// Model name.
+    pub model: String,
+    /// One choice.
+    pub choices: Vec<Choice>,
+    /// Token counts.
+    pub usage: Usage,
+    /// Verification data.
+    pub polylith: PolylithExtra,
+}
+
+/// One streamed token event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamChunk {
+    /// Same id for every chunk of a response.
+    pub id: String,
+    /// `text_completion` or `chat.completion.chunk`.
+    pub object: String,
+    /// 0-based token index.
+    pub index: u32,
+    /// Newly final text.
+    pub text: String,
+    /// The token (with logprob and alternatives).
+    pub token: GeneratedToken,
+    /// Set on the last token.
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+    /// Set on the last token.
+    #[serde(default)]
+    pub usage: Option<Usage>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Completions,
+    Chat,
+}
+
+impl Endpoint {
+    fn object(self, stream: bool) -> &'static str {
+        match (self, stream) {
+            (Endpoint::Completions, _) => "text_completion",
+            (Endpoint::Chat, false) => "chat.completion",
+            (Endpoint::Chat, true) => "chat.completion.chunk",
+        }
+    }
+}
+
+struct Job {
+    endpoint: Endpoint,
+    prompt: String,
+    params: SamplingParams,
+    want_logprobs: bool,
+    stream: bool,
+}
+
+fn model_error(e: ModelError) -> ApiError {
+    match e {
+        ModelError::InvalidInput(m) => ApiError::bad_request("bad_params", m),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+fn job_from(sampling: Sampling, endpoint: Endpoint, prompt: String, top: u8, want: bool) -> Job {
+    Job {
+        endpoint,
+        prompt,
+        params: SamplingParams {
+            max_tokens: sampling.max_tokens,
+            temperature: sampling.temperature,
+            top_p: sampling.top_p,
+            seed: sampling.seed,
+            stop: sampling.stop.map(Stop::into_vec).unwrap_or_default(),
+            top_logprobs: top,
+        },
+        want_logprobs: want,
+        stream: sampling.stream,
+    }
+}
+
+/// `POST /v1/completions`.
+pub(crate) async fn completions(
+    State(miner): State<Arc<MinerInner>>,
+    Extension(permit): Extension<SlotPermit>,
+    auth: Authenticated,
+) -> Response {
+    let result = async {
+        let req: CompletionRequest = auth.json(&miner)?;
+        check_model(&miner, req.sampling.model.as_deref())?;
+        let top = req.logprobs.unwrap_or(0);
+        let job = job_from(
+            req.sampling,
+            Endpoint::Completions,
+            req.prompt,
+            top,
+            req.logprobs.is_some(),
+        );
+        serve(&miner, permit, &auth, job).await
+    }
+    .await;
+    miner.finish(&auth, result)
+}
+
+/// `POST /v1/chat/completions`.
+pub(crate) async fn chat_completions(
+    State(miner): State<Arc<MinerInner>>,
+    Extension(permit): Extension<SlotPermit>,
+    auth: Authenticated,
+) -> Response {
+    let result = async {
+        let req: ChatRequest = auth.json(&miner)?;
+        check_model(&miner, req.sampling.model.as_deref())?;
+        if req.messages.is_empty() {
+            return Err(ApiError::bad_request("bad_params", "messages is empty"));
+        }
+        let top = if req.logprobs {
+            req.top_logprobs.unwrap_or(0)
+        } else {
+            0
+        };
+        let prompt = chat_prompt(&req.messages);
+        let job = job_from(req.sampling, Endpoint::Chat, prompt, top, req.logprobs);
+        serve(&miner, permit, &auth, job).await
+    }
+    .await;
+    miner.finish(&auth, result)
+}
+
+fn check_model(miner: &MinerInner, requested: Option<&str>) -> Result<(), ApiError> {
+    match &miner.model {
+        Some(served) if served.accepts(requested) => Ok(()),
+        Some(served) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_model",
+            format!(
+                "model {:?} is not served here (this miner serves {:?}, hash {})",
+                requested.unwrap_or(""),
+                served.name,
+                served.hash_hex
+            ),
+        )),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_model",
+            "this miner serves no model",
+        )),
+    }
+}
+
+/// Tokens chosen uniformly at random (the `random-tokens` adversary), shaped like a real
+/// completion.
+fn random_completion(model: &Model, prompt_len: usize, params: &SamplingParams) -> Completion {
+    let vocab = model.config().vocab_size as u32;
+    let mut rng = rand::rng();
+    let lp = -(vocab as f32).ln();
+    let tokens: Vec<GeneratedToken> = (0..params.max_tokens)
+        .map(|_| GeneratedToken {
+            id: rng.random_range(0..256.min(vocab)),
+            logprob: lp,
+            top_logprobs: (0..params.top_logprobs)
+                .map(|_| TopLogprob {
+                    id: rng.random_range(0..vocab),
+                    logprob: lp,
+                })
+                .collect(),
+        })
+        .collect();
+    let ids: Vec<u32> = tokens.iter().map(|t| t.id).collect();
+    Completion {
+        prompt_tokens: prompt_len,
+        text: model.tokenizer().decode(&ids).unwrap_or_default(),
+        tokens,
+        finish_reason: FinishReason::Length,
+    }
+}
+
+/// A generation's events, sent from the blocking thread to the response.
+enum Event {
+    Token {
+        index: u32,
+        token: GeneratedToken,
+        text: String,
+        finish: Option<FinishReason>,
+    },
+    Done(Result<(Completion, Vec<u32>), ApiError>, u64, u64),
+}
+
+async fn serve(
+    miner: &Arc<MinerInner>,
+    permit: SlotPermit,
+    auth: &Authenticated,
+    job: Job,
+) -> Result<Response, ApiError> {
+    job.params.validate().map_err(model_error)?;
+    let (tx, mut rx) = mpsc::channel::<Event>(64);
+    let worker = miner.clone();
+    let random = miner.config.behaviour == Behaviour::RandomTokens;
+    let params = job.params.clone();
+    let prompt_text = job.prompt.clone();
+    let streaming = job.stream;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let Some(served) = worker.model.as_ref() else {
+            return;
+        };
+        let model = &served.model;
+        let started = Instant::now();
+        let mut ttft_us = 0u64;
+        let result = model
+            .encode_prompt(&prompt_text)
+            .map_err(model_error)
+            .and_then(|prompt| {
+                let completion = if random {
+                    Ok(random_completion(model, prompt.len(), &params))
+                } else {
+                    model
+                        .generate(&prompt, &params, |ev| {
+                            if ev.index == 0 {
+                                ttft_us = started.elapsed().as_micros() as u64;
+                            }
+                            if !streaming {
+                                return ControlFlow::Continue(());
+                            }
+                            let sent = tx.blocking_send(Event::Token {
+                                index: ev.index,
+                                token: ev.token.clone(),
+                                text: ev.text_delta.to_string(),
+                                finish: ev.finish_reason,
+                            });
+                            // The client left: stop generating.
+                            if sent.is_err() {
+                                ControlFlow::Break(())
+                            } else {
+                                ControlFlow::Continue(())
+                            }
+                        })
+                        .map_err(model_error)
+                };
+                completion.map(|c| (c, prompt))
+            });
+        let compute_us = started.elapsed().as_micros() as u64;
+        let _ = tx.blocking_send(Event::Done(result, ttft_us, compute_us));
+    });
+
+    let id = format!("cmpl-{}", hex::encode(rand::random::<[u8; 12]>()));
+    let model_name = miner
+        .model
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    let model_hash = miner
+        .model
+        .as_ref()
+        .map(|m| m.hash_hex.clone())
+        .unwrap_or_default();
+
+    if !job.stream {
+        let Some(Event::Done(result, ttft_us, compute_us)) = rx.recv().await else {
+            return Err(ApiError::internal("generation ended without a result"));
+        };
+        let (completion, prompt_ids) = result?;
+        if miner.config.behaviour == Behaviour::Slow {
+            slow_down(miner, compute_us).await;
+        }
+        record(miner, &completion, compute_us);
+        let response = full_response(
+            &job,
+            id,
+            model_name,
+            model_hash.clone(),
+            completion,
+            prompt_ids,
+        );
+        let tokens = response.usage.completion_tokens as u64;
+        return reply_json(
+            miner,
+            auth,
+            &response,
+            ReceiptInfo {
+                compute_us,
+                ttft_us,
+                tokens,
+                model_hash,
+            },
+        );
+    }
+
+    // Streaming: the first event decides between an error status and a 200 stream.
+    let first = rx.recv().await;
+    if let Some(Event::Done(Err(e), _, _)) = first {
+        return Err(e);
+    }
+    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    let miner2 = miner.clone();
+    let auth2 = auth.clone();
+    let object = job.endpoint.object(true).to_string();
+    tokio::spawn(async move {
+        let mut hasher_bytes: Vec<u8> = Vec::new();
+        let mut next = first;
+        while let Some(ev) = next {
+            match ev {
+                Event::Token {
+                    index,
+                    token,
+                    text,
+                    finish,
+                } => {
+                    let chunk = StreamChunk {
+                        id: id.clone(),
+                        object: object.clone(),
+                        index,
+                        text,
+                        token,
+                        finish_reason: finish.map(|f| f.as_str().to_string()),
+                        usage: None,
+                    };
+                    let line = format!(
+                        "data: {}\n\n",
+                        serde_json::to_string(&chunk).unwrap_or_default()
+                    );
+                    hasher_bytes.extend_from_slice(line.as_bytes());
+                    if body_tx.send(Ok(Bytes::from(line))).await.is_err() {
+                        return;
+                    }
+                }
+                Event::Done(result, ttft_us, compute_us) => {
+                    let (completion, _prompt_ids) = match result {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let line = format!(
+                                "event: error\ndata: {}\n\n",
+                                serde_json::json!({"error": e.reason, "message": e.message})
+                            );
+                            let _ = body_tx.send(Ok(Bytes::from(line))).await;
+                            return;
+                        }
+                    };
+                    if miner2.config.behaviour == Behaviour::Slow {
+                        slow_down(&miner2, compute_us).await;
+                    }
+                    record(&miner2, &completion, compute_us);
+                    let receipt = make_receipt(
+                        &miner2,
+                        &auth2,
+                        &hasher_bytes,
+                        ReceiptInfo {
+                            compute_us,
+                            ttft_us,
+                            tokens: completion.tokens.len() as u64,
+                            model_hash: model_hash.clone(),
+                        },
+                    );
+                    let line = format!(
+                        "event: receipt\ndata: {}\n\ndata: [DONE]\n\n",
+                        serde_json::to_string(&receipt).unwrap_or_default()
+                    );
+                    let _ = body_tx.send(Ok(Bytes::from(line))).await;
+                    return;
+                }
+            }
+            next = rx.recv().await;
+        }
+    });
+    let stream = futures::stream::unfold(body_rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut response = Body::from_stream(stream).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+async fn slow_down(miner: &MinerInner, compute_us: u64) {
+    let compute = std::time::Duration::from_micros(compute_us);
+    let extra = compute.mul_f64(miner.config.slow_factor)
+        + std::time::Duration::from_millis(miner.config.slow_delay_ms);
+    tokio::time::sleep(extra).await;
+}
+
+fn record(miner: &MinerInner, completion: &Completion, compute_us: u64) {
+    miner
+        .metrics
+        .compute_seconds
+        .with_label_values(&["llm"])
+        .observe(compute_us as f64 / 1e6);
+    miner
+        .metrics
+        .tokens_served
+        .inc_by(completion.tokens.len() as u64);
+}
+
+fn full_response(
+    job: &Job,
+    id: String,
+    model: String,
+    model_hash: String,
+    completion: Completion,
+    prompt_ids: Vec<u32>,
+) -> CompletionResponse {
+    let finish = completion.finish_reason.as_str().to_string();
+    let usage = Usage {
+        prompt_tokens: prompt_ids.len(),
+        completion_tokens: completion.tokens.len(),
+        total_tokens: prompt_ids.len() + completion.tokens.len(),
+    };
+    let logprobs = job.want_logprobs.then(|| completion.tokens.clone());
+    let (text, message) = match job.endpoint {
+        Endpoint::Completions => (Some(completion.text.clone()), None),
+        Endpoint::Chat => (
+            None,
+            Some(ChatMessage {
+                role: "assistant".into(),
+                content: completion.text.clone(),
+            }),
+        ),
+    };
+    CompletionResponse {
+        id,
+        object: job.endpoint.object(false).to_string(),
+        created: crate::clock::unix_ms() / 1000,
+        model,
+        choices: vec![Choice {
+            index: 0,
+            text,
+            message,
+            logprobs,
+            finish_reason: finish.clone(),
+        }],
+        usage,
+        polylith: PolylithExtra {
+            prompt_token_ids: prompt_ids,
+            tokens: completion.tokens,
+            finish_reason: finish,
+            model_hash,
+        },
+    }
+}
