@@ -1,12 +1,174 @@
-//! `polylith validator` (placeholder until its owner fills it in).
+//! `polylith validator`: loads the configuration (TOML file, then flags and `POLYLITH_*`
+//! variables), the hotkey, the metagraph and the database, binds both listeners and runs
+//! rounds until Ctrl-C, SIGTERM or the configured number of rounds.
 
 use crate::Global;
+use anyhow::Context;
+use polylith_protocol::keys::Keystore;
+use polylith_validator::{Validator, ValidatorConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
-/// Flags of `polylith validator`.
+/// Flags of `polylith validator`. Each overrides the same key of the `--config` file.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// TOML configuration file (keys as in `ValidatorConfig`); flags override it.
+    #[arg(long, env = "POLYLITH_VALIDATOR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address of the public API (weights, health, state).
+    #[arg(long, env = "POLYLITH_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Address of the Prometheus metrics endpoint.
+    #[arg(long, env = "POLYLITH_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Name of the hotkey in the keystore.
+    #[arg(long, env = "POLYLITH_KEY")]
+    pub key: Option<String>,
+    /// Metagraph TOML file.
+    #[arg(long, env = "POLYLITH_METAGRAPH")]
+    pub metagraph: Option<PathBuf>,
+    /// Directory of the validator database.
+    #[arg(long, env = "POLYLITH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Time between round starts, milliseconds.
+    #[arg(long, env = "POLYLITH_ROUND_INTERVAL_MS")]
+    pub round_interval_ms: Option<u64>,
+    /// Deadline of one miner query (commitment and opening), milliseconds.
+    #[arg(long, env = "POLYLITH_QUERY_TIMEOUT_MS")]
+    pub query_timeout_ms: Option<u64>,
+    /// Deadline of one peer weights fetch, milliseconds.
+    #[arg(long, env = "POLYLITH_PEER_TIMEOUT_MS")]
+    pub peer_timeout_ms: Option<u64>,
+    /// Peer weights older than this are ignored, milliseconds.
+    #[arg(long, env = "POLYLITH_PEER_MAX_AGE_MS")]
+    pub peer_max_age_ms: Option<u64>,
+    /// Smallest GEMM dimension.
+    #[arg(long, env = "POLYLITH_GEMM_MIN_DIM")]
+    pub gemm_min_dim: Option<u32>,
+    /// Largest GEMM dimension.
+    #[arg(long, env = "POLYLITH_GEMM_MAX_DIM")]
+    pub gemm_max_dim: Option<u32>,
+    /// Rows opened per GEMM query.
+    #[arg(long, env = "POLYLITH_OPEN_ROWS")]
+    pub open_rows: Option<u32>,
+    /// EMA smoothing factor in (0, 1].
+    #[arg(long, env = "POLYLITH_EMA_ALPHA")]
+    pub ema_alpha: Option<f64>,
+    /// Weight of the GEMM task in the round score.
+    #[arg(long, env = "POLYLITH_GEMM_WEIGHT")]
+    pub gemm_weight: Option<f64>,
+    /// Weight of the LLM task in the round score.
+    #[arg(long, env = "POLYLITH_LLM_WEIGHT")]
+    pub llm_weight: Option<f64>,
+    /// Rounds to run, then exit; 0 runs until stopped.
+    #[arg(long, env = "POLYLITH_ROUNDS")]
+    pub rounds: Option<u64>,
+    /// Round records kept in the database.
+    #[arg(long, env = "POLYLITH_KEEP_ROUNDS")]
+    pub keep_rounds: Option<u64>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+impl Args {
+    /// The effective configuration: defaults, then the file, then flags/environment.
+    pub fn config(&self) -> anyhow::Result<ValidatorConfig> {
+        let mut c = match &self.config {
+            Some(path) => ValidatorConfig::load(path)?,
+            None => ValidatorConfig::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = &self.$field { c.$field = v.clone(); } )* };
+        }
+        set!(
+            listen,
+            metrics_listen,
+            key,
+            metagraph,
+            data_dir,
+            round_interval_ms,
+            query_timeout_ms,
+            peer_timeout_ms,
+            peer_max_age_ms,
+            gemm_min_dim,
+            gemm_max_dim,
+            open_rows,
+            ema_alpha,
+            rounds,
+            keep_rounds
+        );
+        if let Some(w) = self.gemm_weight {
+            c.task_weights.gemm = w;
+        }
+        if let Some(w) = self.llm_weight {
+            c.task_weights.llm = w;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
 
 /// Runs `polylith validator`.
-pub fn run(_args: Args, _global: &Global) -> anyhow::Result<()> {
-    anyhow::bail!("`polylith validator` is not available yet")
+pub fn run(args: Args, global: &Global) -> anyhow::Result<()> {
+    let config = args.config()?;
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    let keystore = Keystore::new(global.keys_dir());
+    let hotkey = keystore
+        .load(&config.key)
+        .with_context(|| format!("loading hotkey {:?}", config.key))?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        // Both binds are fatal: a validator whose metrics cannot be scraped is not silently run.
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding the validator API to {}", config.listen))?;
+        let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
+            .await
+            .with_context(|| {
+                format!("binding the metrics endpoint to {}", config.metrics_listen)
+            })?;
+        let validator = Validator::new(config, hotkey)?;
+        println!(
+            "validator {} listening on http://{}, metrics on http://{}/metrics (resuming after round {})",
+            validator.public_key().to_ss58(),
+            listener.local_addr()?,
+            metrics_listener.local_addr()?,
+            validator.round(),
+        );
+        polylith_validator::run(validator, listener, metrics_listener, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown requested");
 }

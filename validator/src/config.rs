@@ -1,0 +1,243 @@
+//! The validator's configuration: one typed struct, loadable from TOML, with defaults that
+//! work on a laptop (loopback addresses, matrix sizes a CPU miner answers in well under a
+//! second).
+
+use crate::ValidatorError;
+use polylith_protocol::gemm::{Dtype, MAX_K};
+use polylith_scoring::yuma::EpochParams;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Relative weight of each task kind in a miner's round score. A kind with weight 0 is not
+/// queried at all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TaskWeights {
+    /// Proof-of-compute GEMM.
+    pub gemm: f64,
+    /// LLM inference (not implemented by this validator yet; must be 0).
+    pub llm: f64,
+}
+
+impl Default for TaskWeights {
+    fn default() -> Self {
+        Self {
+            gemm: 1.0,
+            llm: 0.0,
+        }
+    }
+}
+
+/// Everything a validator needs to run. Every field has a default; a TOML file may set any
+/// subset, and `polylith validator` flags override the file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ValidatorConfig {
+    /// Address of the public API (`GET /v1/weights`, `GET /health`, `GET /v1/state`).
+    pub listen: SocketAddr,
+    /// Address of the Prometheus endpoint (`GET /metrics`); loopback by default.
+    pub metrics_listen: SocketAddr,
+    /// Name of the hotkey in the keystore.
+    pub key: String,
+    /// Metagraph TOML file.
+    pub metagraph: PathBuf,
+    /// Directory of the sled database (created if missing).
+    pub data_dir: PathBuf,
+    /// Time between the starts of two rounds, milliseconds.
+    pub round_interval_ms: u64,
+    /// Deadline of one whole query (commitment and opening), milliseconds.
+    pub query_timeout_ms: u64,
+    /// Deadline for fetching one peer's weights, milliseconds.
+    pub peer_timeout_ms: u64,
+    /// Peer weight vectors signed longer ago than this are ignored, milliseconds.
+    pub peer_max_age_ms: u64,
+    /// Smallest n, k and m of a GEMM task (each drawn independently every query).
+    pub gemm_min_dim: u32,
+    /// Largest n, k and m of a GEMM task.
+    pub gemm_max_dim: u32,
+    /// Dtype requested from miners.
+    pub gemm_dtype: Dtype,
+    /// Rows opened per GEMM query (capped at n); the default makes a miner that computed half
+    /// the rows pass with probability below 1e-4.
+    pub open_rows: u32,
+    /// EMA smoothing factor in (0, 1]: the weight of the newest round.
+    pub ema_alpha: f64,
+    /// Weighting between task kinds.
+    pub task_weights: TaskWeights,
+    /// Rounds to run before returning; 0 runs until shutdown.
+    pub rounds: u64,
+    /// Round records kept in the database (older ones are deleted).
+    pub keep_rounds: u64,
+    /// Largest response body accepted from a miner or peer, bytes.
+    pub max_response_bytes: usize,
+    /// Yuma consensus hyperparameters.
+    pub yuma: EpochParams,
+}
+
+/// Default rows opened: a miner computing half the rows passes with probability < 1e-4.
+pub fn default_open_rows() -> u32 {
+    polylith_protocol::gemm::rows_for_soundness(0.5, 1e-4)
+}
+
+impl Default for ValidatorConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8092)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            key: "validator".to_string(),
+            metagraph: PathBuf::from("metagraph.toml"),
+            data_dir: PathBuf::from("validator-data"),
+            round_interval_ms: 12_000,
+            query_timeout_ms: 10_000,
+            peer_timeout_ms: 2_000,
+            peer_max_age_ms: 120_000,
+            gemm_min_dim: 192,
+            gemm_max_dim: 384,
+            gemm_dtype: Dtype::F32,
+            open_rows: default_open_rows(),
+            ema_alpha: 0.2,
+            task_weights: TaskWeights::default(),
+            rounds: 0,
+            keep_rounds: 1_000,
+            max_response_bytes: 16 << 20,
+            yuma: EpochParams::default(),
+        }
+    }
+}
+
+impl ValidatorConfig {
+    /// Reads a TOML file; unknown keys are errors (a typo must not silently keep a default).
+    pub fn load(path: &Path) -> Result<Self, ValidatorError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ValidatorError::Config(format!("reading {}: {e}", path.display())))?;
+        Self::from_toml(&text)
+            .map_err(|e| ValidatorError::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses TOML text (missing keys take their defaults).
+    pub fn from_toml(text: &str) -> Result<Self, ValidatorError> {
+        toml::from_str(text).map_err(|e| ValidatorError::Config(e.to_string()))
+    }
+
+    /// The configuration as TOML (every key, so it documents the defaults).
+    pub fn to_toml(&self) -> String {
+        // Serialising plain data with string keys cannot fail; fall back to an empty doc.
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Checks ranges; returns the first problem.
+    pub fn validate(&self) -> Result<(), ValidatorError> {
+        let bad = |m: String| Err(ValidatorError::Config(m));
+        if self.gemm_min_dim == 0 || self.gemm_min_dim > self.gemm_max_dim {
+            return bad(format!(
+                "gemm_min_dim ({}) must be at least 1 and at most gemm_max_dim ({})",
+                self.gemm_min_dim, self.gemm_max_dim
+            ));
+        }
+        if self.gemm_max_dim > MAX_K {
+            return bad(format!("gemm_max_dim must be at most {MAX_K}"));
+        }
+        if self.open_rows == 0 {
+            return bad("open_rows must be at least 1".to_string());
+        }
+        if !(self.ema_alpha > 0.0 && self.ema_alpha <= 1.0) {
+            return bad(format!("ema_alpha ({}) must be in (0, 1]", self.ema_alpha));
+        }
+        let w = &self.task_weights;
+        if !(w.gemm.is_finite() && w.gemm >= 0.0 && w.llm.is_finite() && w.llm >= 0.0) {
+            return bad("task weights must be finite and non-negative".to_string());
+        }
+        if w.llm > 0.0 {
+            return bad(
+                "task_weights.llm: the LLM task is not available in this validator yet".into(),
+            );
+        }
+        if w.gemm <= 0.0 {
+            return bad("at least one task weight must be positive".to_string());
+        }
+        if self.query_timeout_ms == 0 || self.peer_timeout_ms == 0 {
+            return bad("timeouts must be positive".to_string());
+        }
+        if self.keep_rounds == 0 {
+            return bad("keep_rounds must be at least 1".to_string());
+        }
+        if self.max_response_bytes < 1024 {
+            return bad("max_response_bytes must be at least 1024".to_string());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_local_and_cpu_sized() {
+        let c = ValidatorConfig::default();
+        c.validate().unwrap();
+        assert!(c.metrics_listen.ip().is_loopback());
+        assert_eq!((c.gemm_min_dim, c.gemm_max_dim), (192, 384));
+        assert_eq!(c.open_rows, 14, "0.5^14 < 1e-4 <= 0.5^13");
+    }
+
+    #[test]
+    fn toml_sets_a_subset_and_round_trips() {
+        let c = ValidatorConfig::from_toml("rounds = 5\n[task_weights]\ngemm = 2.0\n").unwrap();
+        assert_eq!(c.rounds, 5);
+        assert_eq!(c.task_weights.gemm, 2.0);
+        assert_eq!(
+            c.query_timeout_ms,
+            ValidatorConfig::default().query_timeout_ms
+        );
+        assert_eq!(ValidatorConfig::from_toml(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_ranges_are_errors() {
+        assert!(ValidatorConfig::from_toml("roundz = 5").is_err());
+        for bad in [
+            ValidatorConfig {
+                gemm_min_dim: 0,
+                ..Default::default()
+            },
+            ValidatorConfig {
+                gemm_min_dim: 500,
+                ..Default::default()
+            },
+            ValidatorConfig {
+                open_rows: 0,
+                ..Default::default()
+            },
+            ValidatorConfig {
+                ema_alpha: 0.0,
+                ..Default::default()
+            },
+            ValidatorConfig {
+                ema_alpha: f64::NAN,
+                ..Default::default()
+            },
+            ValidatorConfig {
+                task_weights: TaskWeights {
+                    gemm: 0.0,
+                    llm: 0.0,
+                },
+                ..Default::default()
+            },
+            ValidatorConfig {
+                task_weights: TaskWeights {
+                    gemm: 1.0,
+                    llm: 1.0,
+                },
+                ..Default::default()
+            },
+            ValidatorConfig {
+                query_timeout_ms: 0,
+                ..Default::default()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The validator's sled database: one state value plus one record per round.
+//!
+//! sled has reports of corruption after abrupt stops, so each round is written as a single
+//! atomic batch (state, round record, pruning) followed by a flush: after a crash the
+//! database holds either the previous round or the new one, never a mix. The state value
+//! alone is what a restart resumes from.
+
+use crate::ValidatorError;
+use crate::state::{PersistedState, RoundRecord, STATE_VERSION};
+use std::path::{Path, PathBuf};
+
+const STATE_KEY: &[u8] = b"state";
+const ROUND_PREFIX: &[u8] = b"round/";
+
+/// A failed write or read after start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed (I/O error, full disk, corruption).
+    #[error("database: {0}")]
+    Db(#[from] sled::Error),
+    /// A value could not be encoded or decoded.
+    #[error("encoding: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Handle to the database (cheap to clone).
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    path: PathBuf,
+}
+
+fn round_key(round: u64) -> Vec<u8> {
+    let mut k = ROUND_PREFIX.to_vec();
+    // Big-endian so keys sort by round.
+    k.extend_from_slice(&round.to_be_bytes());
+    k
+}
+
+impl Store {
+    /// Opens (creating) the database in `path`; errors name the path.
+    pub fn open(path: &Path) -> Result<Self, ValidatorError> {
+        let db =
+            sled::Config::new()
+                .path(path)
+                .open()
+                .map_err(|source| ValidatorError::DbOpen {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+        Ok(Self {
+            db,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Where the database lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The stored state, or `None` for a fresh database.
+    pub fn load(&self) -> Result<Option<PersistedState>, ValidatorError> {
+        let err = |message: String| ValidatorError::DbState {
+            path: self.path.clone(),
+            message,
+        };
+        let Some(bytes) = self.db.get(STATE_KEY).map_err(|e| err(e.to_string()))? else {
+            return Ok(None);
+        };
+        let state: PersistedState =
+            serde_json::from_slice(&bytes).map_err(|e| err(format!("state value: {e}")))?;
+        if state.version != STATE_VERSION {
+            return Err(err(format!(
+                "state version {} is not supported (expected {STATE_VERSION})",
+                state.version
+            )));
+        }
+        Ok(Some(state))
+    }
+
+    /// Writes the round's state and record atomically, drops records older than
+    /// `keep` rounds, and flushes to disk.
+    pub fn commit_round(
+        &self,
+        state: &PersistedState,
+        record: &RoundRecord,
+        keep: u64,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(STATE_KEY, serde_json::to_vec(state)?);
+        batch.insert(round_key(record.round), serde_json::to_vec(record)?);
+        if let Some(oldest_kept) = record.round.checked_sub(keep) {
+            for key in self.db.range(round_key(0)..=round_key(oldest_kept)).keys() {
+                batch.remove(key?);
+            }
+        }
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The stored record of `round`, if kept.
+    pub fn round_record(&self, round: u64) -> Result<Option<RoundRecord>, StoreError> {
+        match self.db.get(round_key(round))? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Round numbers with a stored record, ascending.
+    pub fn rounds(&self) -> Result<Vec<u64>, StoreError> {
+        let mut out = Vec::new();
+        for key in self.db.scan_prefix(ROUND_PREFIX).keys() {
+            let key = key?;
+            if let Some(b) = key.get(ROUND_PREFIX.len()..)
+                && let Ok(arr) = <[u8; 8]>::try_from(b)
+            {
+                out.push(u64::from_be_bytes(arr));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Bytes sled uses on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+/// (free, total) bytes of the filesystem holding `path`.
+pub fn filesystem_space(path: &Path) -> std::io::Result<(u64, u64)> {
+    let s = rustix::fs::statvfs(path)?;
+    Ok((
+        s.f_bavail.saturating_mul(s.f_frsize),
+        s.f_blocks.saturating_mul(s.f_frsize),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(round: u64) -> RoundRecord {
+        RoundRecord {
+            round,
+            started_ms: 1,
+            finished_ms: 2,
+            outcomes: Vec::new(),
+            weights: vec![(1, 65_535)],
+            incentive: vec![0.0, 1.0],
+            dividends: vec![1.0, 0.0],
+            peers_used: Vec::new(),
+            persisted: true,
+        }
+    }
+
+    #[test]
+    fn rounds_are_pruned_and_state_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.load().unwrap(), None);
+        let mut state = PersistedState::default();
+        for r in 1..=5 {
+            state.round = r;
+            state.ema.insert("m".into(), r as f64 / 10.0);
+            store.commit_round(&state, &record(r), 3).unwrap();
+        }
+        assert_eq!(store.rounds().unwrap(), vec![3, 4, 5]);
+        assert_eq!(store.round_record(5).unwrap(), Some(record(5)));
+        drop(store);
+        let reopened = Store::open(dir.path()).unwrap();
+        assert_eq!(reopened.load().unwrap(), Some(state));
+    }
+
+    #[test]
+    fn unreadable_state_is_an_error_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.db.insert(STATE_KEY, b"not json".as_slice()).unwrap();
+        let e = store.load().unwrap_err().to_string();
+        assert!(e.contains(&dir.path().display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn a_locked_database_is_a_clear_open_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        let e = Store::open(dir.path())
+            .err()
+            .expect("second open must fail");
+        assert!(matches!(e, ValidatorError::DbOpen { .. }), "{e}");
+        assert!(e.to_string().contains(&dir.path().display().to_string()));
+    }
+
+    #[test]
+    fn filesystem_space_reports_nonzero_total() {
+        let dir = tempfile::tempdir().unwrap();
+        let (free, total) = filesystem_space(dir.path()).unwrap();
+        assert!(total > 0 && free <= total);
+    }
+}

@@ -1,0 +1,233 @@
+//! Task kinds the validator queries. Each [`Task`] turns one miner into one [`QueryOutcome`]
+//! per round; the round loop, scoring, persistence and metrics are shared by all kinds.
+//!
+//! Adding a kind (LLM inference) means one more [`Task`] implementation and a weight in
+//! [`crate::TaskWeights`]; nothing else is reshaped.
+
+pub mod gemm;
+
+use crate::client::SignedClient;
+use futures::future::BoxFuture;
+use polylith_protocol::keys::PublicKey;
+use polylith_protocol::task::TaskKind;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Why a query scored 0. A fixed set, so it is a bounded metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    /// The query did not finish before its deadline.
+    Timeout,
+    /// The miner could not be reached (connection refused, reset, DNS, bad endpoint).
+    Unreachable,
+    /// The miner answered with a non-success HTTP status.
+    HttpStatus,
+    /// The opening referred to a commitment the miner does not hold.
+    UnknownCommitment,
+    /// The response was larger than the configured limit.
+    ResponseTooLarge,
+    /// The response body or a field of it could not be parsed.
+    Malformed,
+    /// The receipt was missing, unparsable, signed by another key, or for another exchange.
+    BadReceipt,
+    /// The commitment covers a different number of rows than the task has.
+    WrongRowCount,
+    /// The opening did not answer the rows asked for.
+    WrongRows,
+    /// An opened row index outside the matrix.
+    RowOutOfRange,
+    /// A Merkle path does not lead to the committed root.
+    BadPath,
+    /// An opened row differs from the exact product.
+    WrongRow,
+    /// Two miners committed to the same root for different tasks (copying or replay).
+    DuplicateRoot,
+    /// The validator itself failed (a bug or resource problem), not the miner.
+    Internal,
+}
+
+impl FailureReason {
+    /// Every reason, for pre-creating metric labels and exhaustive tests.
+    pub const ALL: [FailureReason; 14] = [
+        FailureReason::Timeout,
+        FailureReason::Unreachable,
+        FailureReason::HttpStatus,
+        FailureReason::UnknownCommitment,
+        FailureReason::ResponseTooLarge,
+        FailureReason::Malformed,
+        FailureReason::BadReceipt,
+        FailureReason::WrongRowCount,
+        FailureReason::WrongRows,
+        FailureReason::RowOutOfRange,
+        FailureReason::BadPath,
+        FailureReason::WrongRow,
+        FailureReason::DuplicateRoot,
+        FailureReason::Internal,
+    ];
+
+    /// Stable snake_case name (metrics label, stored records).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::Timeout => "timeout",
+            FailureReason::Unreachable => "unreachable",
+            FailureReason::HttpStatus => "http_status",
+            FailureReason::UnknownCommitment => "unknown_commitment",
+            FailureReason::ResponseTooLarge => "response_too_large",
+            FailureReason::Malformed => "malformed",
+            FailureReason::BadReceipt => "bad_receipt",
+            FailureReason::WrongRowCount => "wrong_row_count",
+            FailureReason::WrongRows => "wrong_rows",
+            FailureReason::RowOutOfRange => "row_out_of_range",
+            FailureReason::BadPath => "bad_path",
+            FailureReason::WrongRow => "wrong_row",
+            FailureReason::DuplicateRoot => "duplicate_root",
+            FailureReason::Internal => "internal",
+        }
+    }
+
+    /// The `outcome` label of `polylith_validator_queries_total` for a query failing this way.
+    pub fn outcome(self) -> &'static str {
+        match self {
+            FailureReason::Timeout => "timeout",
+            FailureReason::Unreachable | FailureReason::HttpStatus | FailureReason::Internal => {
+                "error"
+            }
+            _ => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed query: the reason and a human-readable explanation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Why.
+    pub reason: FailureReason,
+    /// Details for logs and the state API.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure with a reason and message.
+    pub fn new(reason: FailureReason, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.reason, self.message)
+    }
+}
+
+/// A miner as the tasks see it.
+#[derive(Debug, Clone)]
+pub struct MinerTarget {
+    /// Uid in the metagraph.
+    pub uid: u16,
+    /// Hotkey (receipts must be signed by it).
+    pub hotkey: PublicKey,
+    /// Hotkey as SS58.
+    pub ss58: String,
+    /// HTTP base URL.
+    pub endpoint: String,
+}
+
+/// What a task needs from the validator to query one miner.
+pub struct QueryContext<'a> {
+    /// Signs requests with the validator's hotkey and bounds responses.
+    pub client: &'a SignedClient,
+    /// Deadline for the whole query.
+    pub deadline: Duration,
+}
+
+/// Result of querying one miner with one task in one round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryOutcome {
+    /// Miner uid.
+    pub uid: u16,
+    /// Miner hotkey (SS58).
+    pub hotkey: String,
+    /// Task kind.
+    pub task: TaskKind,
+    /// `None` when verified; the reason otherwise.
+    pub failure: Option<Failure>,
+    /// The task's speed measure, higher is better (FLOP/s for GEMM); `None` when failed.
+    pub throughput: Option<f64>,
+    /// Request → commitment / first result, seconds, when a response arrived.
+    pub latency_s: Option<f64>,
+    /// Work asked for (FLOP for GEMM).
+    pub work: f64,
+    /// Task-specific fingerprint of the answer (the Merkle root for GEMM), used to detect
+    /// copying across miners.
+    pub fingerprint: Option<String>,
+    /// Round-relative score in [0, 1], filled in after every miner was queried.
+    pub score: f64,
+}
+
+impl QueryOutcome {
+    /// True when the answer was verified.
+    pub fn verified(&self) -> bool {
+        self.failure.is_none()
+    }
+
+    /// Marks the query failed (clearing its measurement).
+    pub fn fail(&mut self, failure: Failure) {
+        self.failure = Some(failure);
+        self.throughput = None;
+        self.score = 0.0;
+    }
+}
+
+/// One kind of work the validator asks miners for.
+pub trait Task: Send + Sync {
+    /// Which kind this is.
+    fn kind(&self) -> TaskKind;
+
+    /// Queries one miner with a fresh challenge and verifies the answer. Never panics on bad
+    /// miner behaviour: every problem becomes a [`Failure`] in the outcome. The caller adds
+    /// the deadline around this future.
+    fn query<'a>(
+        &'a self,
+        ctx: &'a QueryContext<'a>,
+        miner: &'a MinerTarget,
+    ) -> BoxFuture<'a, QueryOutcome>;
+
+    /// Checks across all miners of a round (for example identical answers to different
+    /// challenges) and fails the offenders. The default does nothing.
+    fn cross_check(&self, _outcomes: &mut [QueryOutcome]) {}
+
+    /// Round-relative scores in [0, 1], one per outcome. The default: throughput relative
+    /// to the best verified miner of the round.
+    fn score(&self, outcomes: &[QueryOutcome]) -> Vec<f64> {
+        let t: Vec<Option<f64>> = outcomes
+            .iter()
+            .map(|o| if o.verified() { o.throughput } else { None })
+            .collect();
+        polylith_scoring::speed::relative_throughput(&t)
+    }
+}
+
+/// A fresh outcome for `miner` that has not failed yet.
+pub fn new_outcome(task: TaskKind, miner: &MinerTarget) -> QueryOutcome {
+    QueryOutcome {
+        uid: miner.uid,
+        hotkey: miner.ss58.clone(),
+        task,
+        failure: None,
+        throughput: None,
+        latency_s: None,
+        work: 0.0,
+        fingerprint: None,
+        score: 0.0,
+    }
+}

@@ -1,0 +1,172 @@
+//! Persistence: a restarted validator resumes its round counter, EMA, weights and bonds; a
+//! writer killed with SIGKILL mid-stream leaves a consistent database.
+
+mod common;
+
+use common::*;
+use polylith_protocol::keys::Hotkey;
+use polylith_protocol::metagraph::Role;
+use polylith_validator::store::Store;
+use polylith_validator::{PersistedState, RoundRecord, Validator};
+use std::time::Duration;
+
+#[tokio::test]
+async fn restart_resumes_round_ema_weights_and_bonds() {
+    let dir = tempfile::tempdir().unwrap();
+    let vkey = Hotkey::generate();
+    let miner = fake_miner(Behaviour::Honest).await;
+    let mg = dir.path().join("metagraph.toml");
+    write_metagraph(
+        &mg,
+        vec![
+            neuron(0, &vkey, Role::Validator, STAKE, "http://127.0.0.1:9"),
+            neuron(1, &miner.key, Role::Miner, 0, &miner.endpoint),
+        ],
+    );
+    let config = test_config(dir.path(), mg, "db");
+    {
+        let v = Validator::new(config.clone(), vkey.clone()).unwrap();
+        v.run_round().await;
+        v.run_round().await;
+        assert_eq!(v.snapshot().miners[0].ema, 0.75);
+    }
+    let v = Validator::new(config, vkey).unwrap();
+    let s = v.snapshot();
+    assert_eq!(s.round, 2, "round counter resumed");
+    assert_eq!(s.miners[0].ema, 0.75, "EMA resumed");
+    assert_eq!(s.miners[0].verified, 2, "counters resumed");
+    assert_eq!(
+        v.published_weights().unwrap().round,
+        2,
+        "published weights resumed"
+    );
+    let stored = v.store().load().unwrap().unwrap();
+    let bonds = &stored.yuma.as_ref().expect("bonds stored").bonds;
+    assert!(
+        bonds[0].iter().any(|(j, b)| *j == 1 && *b > 0),
+        "validator holds a bond on the miner: {bonds:?}"
+    );
+    let r3 = v.run_round().await;
+    assert_eq!(r3.round, 3);
+    assert_eq!(
+        v.snapshot().miners[0].ema,
+        0.875,
+        "EMA continues from the stored value"
+    );
+    assert_eq!(v.store().rounds().unwrap(), vec![1, 2, 3]);
+}
+
+#[tokio::test]
+async fn an_unopenable_database_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let vkey = Hotkey::generate();
+    let mg = dir.path().join("metagraph.toml");
+    write_metagraph(
+        &mg,
+        vec![neuron(
+            0,
+            &vkey,
+            Role::Validator,
+            STAKE,
+            "http://127.0.0.1:9",
+        )],
+    );
+    // A regular file where the data directory should be.
+    let blocker = dir.path().join("db");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let e = Validator::new(test_config(dir.path(), mg, "db"), vkey)
+        .err()
+        .expect("must fail");
+    let text = e.to_string();
+    assert!(text.contains(&blocker.display().to_string()), "{text}");
+}
+
+const CHILD_ENV: &str = "POLYLITH_VALIDATOR_CRASH_CHILD_DIR";
+
+fn state_for(round: u64) -> PersistedState {
+    let mut s = PersistedState {
+        round,
+        ..PersistedState::default()
+    };
+    // Several keys whose values all derive from the round, so a mix of two rounds shows.
+    for i in 0..50 {
+        s.ema
+            .insert(format!("miner{i}"), (round % 1000) as f64 / 1000.0);
+    }
+    s.incentive = vec![round as f64; 64];
+    s
+}
+
+fn record_for(round: u64) -> RoundRecord {
+    RoundRecord {
+        round,
+        started_ms: round,
+        finished_ms: round,
+        outcomes: Vec::new(),
+        weights: vec![(1, (round % 65_536) as u16)],
+        incentive: vec![round as f64; 64],
+        dividends: Vec::new(),
+        peers_used: Vec::new(),
+        persisted: true,
+    }
+}
+
+/// Not a test on its own: the child process of `sigkill_mid_write_leaves_a_consistent_database`.
+#[test]
+#[ignore]
+fn crash_child_writer() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let store = Store::open(std::path::Path::new(&dir)).unwrap();
+    let start = store.load().unwrap().map_or(0, |s| s.round);
+    for round in start + 1.. {
+        store
+            .commit_round(&state_for(round), &record_for(round), 20)
+            .unwrap();
+    }
+}
+
+#[test]
+fn sigkill_mid_write_leaves_a_consistent_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut last_round = 0;
+    for attempt in 0..3 {
+        let mut child = std::process::Command::new(&exe)
+            .args(["--ignored", "--exact", "crash_child_writer", "--nocapture"])
+            .env(CHILD_ENV, dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Let it write a while, then kill it without warning.
+        std::thread::sleep(Duration::from_millis(700 + 300 * attempt));
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        let store = Store::open(dir.path()).unwrap();
+        let state = store.load().unwrap().expect("some round was written");
+        assert!(
+            state.round > last_round,
+            "attempt {attempt}: no progress past round {last_round}"
+        );
+        assert_eq!(
+            state,
+            state_for(state.round),
+            "state is exactly one round's value"
+        );
+        let rounds = store.rounds().unwrap();
+        assert_eq!(
+            rounds.last(),
+            Some(&state.round),
+            "the newest record is the state's round"
+        );
+        assert!(rounds.len() <= 20, "pruning kept at most 20 records");
+        assert_eq!(
+            store.round_record(state.round).unwrap(),
+            Some(record_for(state.round))
+        );
+        last_round = state.round;
+    }
+}
