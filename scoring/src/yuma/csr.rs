@@ -5,11 +5,11 @@
 //! passes and the cost of each division change. Rows keep their stored order, duplicates and
 //! explicit zeros, because subtensor's results depend on them.
 
-use super::math::{ONE, ZERO, safe_div};
+use super::math::{ONE, ZERO, mul, safe_div};
 use substrate_fixed::types::I32F32;
 
 /// Low 32 bits of an I32F32: the fractional part.
-const FRAC_MASK: i64 = (1 << 32) - 1;
+const FRAC_MASK: u64 = (1 << 32) - 1;
 
 /// A sparse matrix stored row after row: `lens[i]` entries of `entries` belong to row `i`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -145,7 +145,7 @@ impl Csr {
             .map(|row| {
                 row.iter().fold(ZERO, |acc, (j, x)| {
                     let vj = v.get(usize::from(*j)).copied().unwrap_or(ZERO);
-                    acc.saturating_add(vj.saturating_mul(*x))
+                    acc.saturating_add(mul(vj, *x))
                 })
             })
             .collect()
@@ -164,49 +164,36 @@ fn column_divisors(values: &[I32F32]) -> Vec<Option<Divisor>> {
 ///
 /// For `0 <= a < 1` the quotient is `(a << 32) / b` in 64 bits (as in [`safe_div`]). When
 /// `b` is a whole number `B` (low 32 bits zero) and `a >= 0`, `(a·2^32)/(B·2^32) = a/B`, again
-/// 64-bit. Everything else goes to [`safe_div`].
+/// 64-bit. Everything else goes to [`safe_div`]. Kept to 8 bytes: a column's divisors are
+/// read once per row, so a small table matters more than the cost of the division.
 #[derive(Debug, Clone, Copy)]
-pub struct Divisor {
-    b: I32F32,
-    /// `b` as an unsigned integer when positive.
-    pos: Option<u64>,
-    /// `b / 2^32` when `b` is a positive whole number.
-    whole: Option<u64>,
-}
+pub struct Divisor(I32F32);
 
 impl Divisor {
     /// Prepares division by `b`.
     pub fn new(b: I32F32) -> Self {
-        let bits = b.to_bits();
-        let pos = u64::try_from(bits).ok().filter(|y| *y != 0);
-        let whole = pos
-            .filter(|_| bits & FRAC_MASK == 0)
-            .map(|y| y >> 32)
-            .filter(|y| *y != 0);
-        Self { b, pos, whole }
+        Self(b)
     }
 
     /// `safe_div(a, b)`.
     #[inline]
     pub fn div(&self, a: I32F32) -> I32F32 {
-        if let Ok(x) = u64::try_from(a.to_bits()) {
-            if x < (1 << 32)
-                && let Some(y) = self.pos
-            {
+        if let (Ok(x), Ok(y)) = (u64::try_from(a.to_bits()), u64::try_from(self.0.to_bits())) {
+            if x < (1 << 32) && y != 0 {
                 return (x << 32)
                     .checked_div(y)
                     .and_then(|q| i64::try_from(q).ok())
                     .map_or(ZERO, I32F32::from_bits);
             }
-            if let Some(y) = self.whole {
-                // x < 2^63 and y >= 1, so the quotient fits i64.
+            if y & FRAC_MASK == 0 && y != 0 {
+                // x < 2^63 and y >> 32 >= 1, so the quotient fits i64.
                 return x
-                    .checked_div(y)
+                    .checked_div(y >> 32)
                     .and_then(|q| i64::try_from(q).ok())
                     .map_or(ZERO, I32F32::from_bits);
             }
         }
-        safe_div(a, self.b)
+        safe_div(a, self.0)
     }
 }
 
@@ -236,12 +223,12 @@ pub fn mat_ema(new: &Csr, old: &Csr, alpha: I32F32) -> Csr {
         if !(new_row.is_empty() && old_row.is_empty()) {
             for (j, v) in new_row {
                 if let Some(c) = acc.get_mut(usize::from(*j)) {
-                    *c = c.saturating_add(alpha.saturating_mul(*v));
+                    *c = c.saturating_add(mul(alpha, *v));
                 }
             }
             for (j, v) in old_row {
                 if let Some(c) = acc.get_mut(usize::from(*j)) {
-                    *c = c.saturating_add(one_minus_alpha.saturating_mul(*v));
+                    *c = c.saturating_add(mul(one_minus_alpha, *v));
                 }
             }
             for (c, j) in acc.iter_mut().zip(0u16..) {
@@ -272,29 +259,45 @@ pub fn weighted_median_col(
     if k_count == 0 {
         return median;
     }
-    // Column-major (score, stake) of the staked validators: one contiguous slice per column.
-    let mut cells: Vec<(I32F32, I32F32)> = Vec::with_capacity(columns.saturating_mul(k_count));
-    for _ in 0..columns {
-        cells.extend(use_stake.iter().map(|s| (ZERO, *s)));
-    }
-    let mut k: usize = 0;
+    // Scores of the staked validators, row-major and dense (a missing entry scores 0; a
+    // duplicate column keeps its last value, as the original's scatter does).
+    let mut dense = vec![ZERO; columns.saturating_mul(k_count)];
+    let mut dense_rows = dense.chunks_exact_mut(columns.max(1));
     for (row, s) in score.rows().zip(stake) {
         if *s <= ZERO {
             continue;
         }
+        let Some(out) = dense_rows.next() else {
+            break;
+        };
         for (c, v) in row {
-            let idx = usize::from(*c).saturating_mul(k_count).saturating_add(k);
-            if usize::from(*c) < columns
-                && let Some(cell) = cells.get_mut(idx)
-            {
-                cell.0 = *v;
+            if let Some(cell) = out.get_mut(usize::from(*c)) {
+                *cell = *v;
             }
         }
-        k = k.saturating_add(1);
     }
+    // Columns are gathered a block at a time so both the reads and the writes stay in cache.
+    const BLOCK: usize = 32;
+    let mut cells: Vec<(I32F32, I32F32)> = vec![(ZERO, ZERO); BLOCK.saturating_mul(k_count)];
     let mut scratch = MedianScratch::default();
-    for (m, col) in median.iter_mut().zip(cells.chunks_exact(k_count)) {
-        *m = scratch.weighted_median(col, minority, ZERO, stake_sum);
+    for (block, medians) in median.chunks_mut(BLOCK).enumerate() {
+        let c0 = block.saturating_mul(BLOCK);
+        let width = medians.len();
+        for (t, (row, st)) in dense
+            .chunks_exact(columns.max(1))
+            .zip(&use_stake)
+            .enumerate()
+        {
+            let part = row.get(c0..c0.saturating_add(width)).unwrap_or(&[]);
+            for (c, v) in part.iter().enumerate() {
+                if let Some(cell) = cells.get_mut(c.saturating_mul(k_count).saturating_add(t)) {
+                    *cell = (*v, *st);
+                }
+            }
+        }
+        for (m, col) in medians.iter_mut().zip(cells.chunks_exact(k_count)) {
+            *m = scratch.weighted_median(col, minority, ZERO, stake_sum);
+        }
     }
     median
 }
@@ -320,40 +323,53 @@ impl MedianScratch {
         hi: I32F32,
     ) -> I32F32 {
         let (mut lo, mut hi) = (lo, hi);
-        self.cur.clear();
-        self.cur.extend_from_slice(items);
-        for _ in 0..=items.len() {
-            let len = self.cur.len();
+        // All three buffers are full length; `len`, `n_lo` and `n_hi` say how much is live.
+        let full = items.len();
+        for buf in [&mut self.cur, &mut self.lower, &mut self.upper] {
+            buf.resize(full, (ZERO, ZERO));
+        }
+        self.cur.copy_from_slice(items);
+        let mut len = full;
+        for _ in 0..=full {
+            let cur = self.cur.get(..len).unwrap_or(&[]);
             if len == 0 {
                 return ZERO;
             }
             if len == 1 {
-                return self.cur.first().map_or(ZERO, |p| p.0);
+                return cur.first().map_or(ZERO, |p| p.0);
             }
-            let pivot = self.cur.get(len / 2).map_or(ZERO, |p| p.0);
-            let mut lo_stake = ZERO;
-            let mut hi_stake = ZERO;
-            self.lower.clear();
-            self.upper.clear();
-            for &(s, st) in &self.cur {
-                if s < pivot {
-                    lo_stake = lo_stake.saturating_add(st);
-                    self.lower.push((s, st));
-                } else if s > pivot {
-                    hi_stake = hi_stake.saturating_add(st);
-                    self.upper.push((s, st));
+            let pivot = cur.get(len / 2).map_or(ZERO, |p| p.0);
+            // Branch-free split: every item is written to both buffers and only the right
+            // one's length advances. Adding 0 to a saturating sum leaves it unchanged, and
+            // I32F32's saturating add and order are exactly those of its i64 bits.
+            let (mut lo_bits, mut hi_bits) = (0i64, 0i64);
+            let (mut n_lo, mut n_hi) = (0usize, 0usize);
+            for &(s, st) in cur {
+                let (is_lo, is_hi) = (s < pivot, s > pivot);
+                if let Some(x) = self.lower.get_mut(n_lo) {
+                    *x = (s, st);
                 }
+                if let Some(x) = self.upper.get_mut(n_hi) {
+                    *x = (s, st);
+                }
+                n_lo = n_lo.saturating_add(usize::from(is_lo));
+                n_hi = n_hi.saturating_add(usize::from(is_hi));
+                lo_bits = lo_bits.saturating_add(if is_lo { st.to_bits() } else { 0 });
+                hi_bits = hi_bits.saturating_add(if is_hi { st.to_bits() } else { 0 });
             }
+            let (lo_stake, hi_stake) = (I32F32::from_bits(lo_bits), I32F32::from_bits(hi_bits));
             let lo_edge = lo.saturating_add(lo_stake);
             let hi_edge = hi.saturating_sub(hi_stake);
             if lo_edge <= minority && minority < hi_edge {
                 return pivot;
-            } else if minority < lo_edge && !self.lower.is_empty() {
+            } else if minority < lo_edge && n_lo != 0 {
                 hi = lo_edge;
                 std::mem::swap(&mut self.cur, &mut self.lower);
-            } else if hi_edge <= minority && !self.upper.is_empty() {
+                len = n_lo;
+            } else if hi_edge <= minority && n_hi != 0 {
                 lo = hi_edge;
                 std::mem::swap(&mut self.cur, &mut self.upper);
+                len = n_hi;
             } else {
                 return pivot;
             }

@@ -92,7 +92,32 @@ pub fn u16_proportion_to_fixed(x: u16) -> I32F32 {
 
 /// `floor(x * 65535)` clamped to u16 (subtensor's `fixed_proportion_to_u16`).
 pub fn fixed_proportion_to_u16(x: I32F32) -> u16 {
-    x.saturating_mul(U16_MAX).saturating_to_num::<u16>()
+    mul(x, U16_MAX).saturating_to_num::<u16>()
+}
+
+/// `a.saturating_mul(b)`, bit for bit, with a one-instruction product for small non-negatives.
+///
+/// The crate multiplies `a · (b << 32)` in i128 with an overflow check (a library call) and
+/// keeps bits 64..128. For `0 <= a, b < 2^40` nothing overflows and that is `(a·b) >> 32`,
+/// a 64×64→128-bit product. A property test checks it against the crate on random inputs.
+#[inline]
+pub fn mul(a: I32F32, b: I32F32) -> I32F32 {
+    const LIMIT: u64 = 1 << 40;
+    if let (Ok(x), Ok(y)) = (u64::try_from(a.to_bits()), u64::try_from(b.to_bits()))
+        && x < LIMIT
+        && y < LIMIT
+        && let Some(p) = u128::from(x).checked_mul(u128::from(y))
+        && let Ok(q) = i64::try_from(p >> 32)
+    {
+        return I32F32::from_bits(q);
+    }
+    a.saturating_mul(b)
+}
+
+/// A u16 as I32F32 (`I32F32::from_num`), without the generic conversion.
+#[inline]
+pub fn from_u16(v: u16) -> I32F32 {
+    I32F32::from_bits(i64::from(v) << 32)
 }
 
 /// Per-uid amount `floor(x * rao)` computed in I96F32 as the chain does.
@@ -669,6 +694,13 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn from_u16_equals_from_num_for_every_u16() {
+        for v in 0..=u16::MAX {
+            assert_eq!(from_u16(v), I32F32::from_num(v), "v = {v}");
+        }
+    }
+
+    #[test]
     fn u16_proportion_to_fixed_equals_safe_div_for_every_u16() {
         for x in 0..=u16::MAX {
             assert_eq!(
@@ -685,6 +717,14 @@ mod tests {
             for x in [bits, small, 0, 1 << 32, -(1 << 32), 20 << 32, -(20 << 32), i64::MIN, i64::MAX] {
                 let x = I32F32::from_bits(x);
                 prop_assert_eq!(exp_i32f32(x), exp::<I32F32, I32F32>(x), "x = {}", x);
+            }
+        }
+
+        #[test]
+        fn fast_mul_equals_the_crates_saturating_mul(a in any::<i64>(), b in any::<i64>(), x in 0i64..(1 << 41), y in 0i64..(1 << 41), p in 0i64..(1 << 33)) {
+            for (u, v) in [(a, b), (x, y), (p, x), (p, y), (a, p), (x, b), (p, p), (1 << 40, 1 << 40), ((1 << 40) - 1, (1 << 40) - 1), (-p, x)] {
+                let (u, v) = (I32F32::from_bits(u), I32F32::from_bits(v));
+                prop_assert_eq!(mul(u, v), u.saturating_mul(v), "{} * {}", u, v);
             }
         }
 

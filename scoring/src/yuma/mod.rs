@@ -360,7 +360,7 @@ pub fn epoch(params: &EpochParams, inputs: &EpochInputs) -> Result<EpochOutput, 
                             && updated > *registered
                             && committed.is_none_or(|cb| cb >= *registered)
                     })
-                    .map(|(j, v)| (*j, I32F32::from_num(*v)))
+                    .map(|(j, v)| (*j, math::from_u16(*v)))
             }),
         capacity,
     );
@@ -382,7 +382,7 @@ pub fn epoch(params: &EpochParams, inputs: &EpochInputs) -> Result<EpochOutput, 
                 if let Some(c) = csr::clip(*v, threshold(*j)) {
                     trust = trust.saturating_add(c);
                     if let Some(o) = incentive.get_mut(usize::from(*j)) {
-                        *o = o.saturating_add(a.saturating_mul(c));
+                        *o = o.saturating_add(math::mul(*a, c));
                     }
                 }
             }
@@ -441,7 +441,7 @@ pub fn epoch(params: &EpochParams, inputs: &EpochInputs) -> Result<EpochOutput, 
                         _ => *x,
                     };
                     let ij = incentive.get(usize::from(*j)).copied().unwrap_or(ZERO);
-                    acc.saturating_add(ij.saturating_mul(x))
+                    acc.saturating_add(math::mul(ij, x))
                 });
                 b.checked_mul(*a).unwrap_or(ZERO)
             })
@@ -449,12 +449,12 @@ pub fn epoch(params: &EpochParams, inputs: &EpochInputs) -> Result<EpochOutput, 
         inplace_normalize(&mut dividends);
         (dividends, ema_bonds)
     } else {
-        let mut bonds = stored_bonds(I32F32::from_num);
+        let mut bonds = stored_bonds(math::from_u16);
         bonds.col_normalize(n);
         let mut delta = weights_for_bonds;
         for (row, a) in delta.rows_mut().zip(&active_stake) {
             for (_, v) in row.iter_mut() {
-                *v = v.saturating_mul(*a);
+                *v = math::mul(*v, *a);
             }
         }
         delta.col_normalize(n);
