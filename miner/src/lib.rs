@@ -2,7 +2,8 @@
 //!
 //! Owns: the HTTP task API (axum), envelope checks against the metagraph, replay protection,
 //! admission control, the GEMM compute backends and the commitments held for opening, the
-//! adversarial behaviours used in tests and local subnets, and the miner's metrics.
+//! OpenAI-compatible LLM endpoints (on `polylith-model`), the adversarial behaviours used in
+//! tests and local subnets, and the miner's metrics.
 //!
 //! Must not: decide scores or weights (the validator's job), define wire formats (those live
 //! in `polylith-protocol`), or read the keystore: callers hand it a loaded [`Hotkey`].
