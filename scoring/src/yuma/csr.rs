@@ -5,7 +5,7 @@
 //! passes and the cost of each division change. Rows keep their stored order, duplicates and
 //! explicit zeros, because subtensor's results depend on them.
 
-use super::math::{ONE, ZERO, mul, safe_div};
+use super::math::{ONE, ZERO, add, mul, safe_div};
 use substrate_fixed::types::I32F32;
 
 /// Low 32 bits of an I32F32: the fractional part.
@@ -92,7 +92,7 @@ impl Csr {
         let mut s = vec![ZERO; columns];
         for (j, v) in &self.entries {
             if let Some(c) = s.get_mut(usize::from(*j)) {
-                *c = c.saturating_add(*v);
+                *c = add(*c, *v);
             }
         }
         s
@@ -101,7 +101,7 @@ impl Csr {
     /// [`super::math::inplace_row_normalize_sparse`].
     pub fn row_normalize(&mut self) {
         for row in self.rows_mut() {
-            let s = row.iter().fold(ZERO, |acc, (_, v)| acc.saturating_add(*v));
+            let s = row.iter().fold(ZERO, |acc, (_, v)| add(acc, *v));
             if s > ZERO {
                 let d = Divisor::new(s);
                 for (_, v) in row.iter_mut() {
@@ -145,7 +145,7 @@ impl Csr {
             .map(|row| {
                 row.iter().fold(ZERO, |acc, (j, x)| {
                     let vj = v.get(usize::from(*j)).copied().unwrap_or(ZERO);
-                    acc.saturating_add(mul(vj, *x))
+                    add(acc, mul(vj, *x))
                 })
             })
             .collect()
@@ -223,12 +223,12 @@ pub fn mat_ema(new: &Csr, old: &Csr, alpha: I32F32) -> Csr {
         if !(new_row.is_empty() && old_row.is_empty()) {
             for (j, v) in new_row {
                 if let Some(c) = acc.get_mut(usize::from(*j)) {
-                    *c = c.saturating_add(mul(alpha, *v));
+                    *c = add(*c, mul(alpha, *v));
                 }
             }
             for (j, v) in old_row {
                 if let Some(c) = acc.get_mut(usize::from(*j)) {
-                    *c = c.saturating_add(mul(one_minus_alpha, *v));
+                    *c = add(*c, mul(one_minus_alpha, *v));
                 }
             }
             for (c, j) in acc.iter_mut().zip(0u16..) {
@@ -305,9 +305,9 @@ pub fn weighted_median_col(
 /// Reusable buffers for [`MedianScratch::weighted_median`].
 #[derive(Debug, Default)]
 pub struct MedianScratch {
-    cur: Vec<(I32F32, I32F32)>,
-    lower: Vec<(I32F32, I32F32)>,
-    upper: Vec<(I32F32, I32F32)>,
+    cur: Vec<(i64, i64)>,
+    lower: Vec<(i64, i64)>,
+    upper: Vec<(i64, i64)>,
 }
 
 impl MedianScratch {
@@ -322,13 +322,36 @@ impl MedianScratch {
         lo: I32F32,
         hi: I32F32,
     ) -> I32F32 {
+        // With every stake in [0, 2^33] and fewer than 2^30 items no partial sum can reach
+        // i64's range, so saturating and plain adds agree and the cheaper one is used.
+        let small = items.len() < (1 << 30)
+            && items
+                .iter()
+                .all(|(_, st)| (0..=(1i64 << 33)).contains(&st.to_bits()));
+        if small {
+            self.median_impl::<true>(items, minority, lo, hi)
+        } else {
+            self.median_impl::<false>(items, minority, lo, hi)
+        }
+    }
+
+    fn median_impl<const SMALL: bool>(
+        &mut self,
+        items: &[(I32F32, I32F32)],
+        minority: I32F32,
+        lo: I32F32,
+        hi: I32F32,
+    ) -> I32F32 {
         let (mut lo, mut hi) = (lo, hi);
         // All three buffers are full length; `len`, `n_lo` and `n_hi` say how much is live.
         let full = items.len();
+        // Raw bits: I32F32's order and saturating add are exactly those of its i64 bits.
         for buf in [&mut self.cur, &mut self.lower, &mut self.upper] {
-            buf.resize(full, (ZERO, ZERO));
+            buf.resize(full, (0, 0));
         }
-        self.cur.copy_from_slice(items);
+        for (c, (s, st)) in self.cur.iter_mut().zip(items) {
+            *c = (s.to_bits(), st.to_bits());
+        }
         let mut len = full;
         for _ in 0..=full {
             let cur = self.cur.get(..len).unwrap_or(&[]);
@@ -336,16 +359,17 @@ impl MedianScratch {
                 return ZERO;
             }
             if len == 1 {
-                return cur.first().map_or(ZERO, |p| p.0);
+                return cur.first().map_or(ZERO, |p| I32F32::from_bits(p.0));
             }
-            let pivot = cur.get(len / 2).map_or(ZERO, |p| p.0);
+            let pivot_bits = cur.get(len / 2).map_or(0, |p| p.0);
+            let pivot = I32F32::from_bits(pivot_bits);
             // Branch-free split: every item is written to both buffers and only the right
             // one's length advances. Adding 0 to a saturating sum leaves it unchanged, and
             // I32F32's saturating add and order are exactly those of its i64 bits.
             let (mut lo_bits, mut hi_bits) = (0i64, 0i64);
             let (mut n_lo, mut n_hi) = (0usize, 0usize);
             for &(s, st) in cur {
-                let (is_lo, is_hi) = (s < pivot, s > pivot);
+                let (is_lo, is_hi) = (s < pivot_bits, s > pivot_bits);
                 if let Some(x) = self.lower.get_mut(n_lo) {
                     *x = (s, st);
                 }
@@ -354,8 +378,14 @@ impl MedianScratch {
                 }
                 n_lo = n_lo.saturating_add(usize::from(is_lo));
                 n_hi = n_hi.saturating_add(usize::from(is_hi));
-                lo_bits = lo_bits.saturating_add(if is_lo { st.to_bits() } else { 0 });
-                hi_bits = hi_bits.saturating_add(if is_hi { st.to_bits() } else { 0 });
+                let (add_lo, add_hi) = (if is_lo { st } else { 0 }, if is_hi { st } else { 0 });
+                if SMALL {
+                    lo_bits = lo_bits.wrapping_add(add_lo);
+                    hi_bits = hi_bits.wrapping_add(add_hi);
+                } else {
+                    lo_bits = lo_bits.saturating_add(add_lo);
+                    hi_bits = hi_bits.saturating_add(add_hi);
+                }
             }
             let (lo_stake, hi_stake) = (I32F32::from_bits(lo_bits), I32F32::from_bits(hi_bits));
             let lo_edge = lo.saturating_add(lo_stake);

@@ -380,9 +380,9 @@ pub fn epoch(params: &EpochParams, inputs: &EpochInputs) -> Result<EpochOutput, 
             let mut trust = ZERO;
             for (j, v) in row {
                 if let Some(c) = csr::clip(*v, threshold(*j)) {
-                    trust = trust.saturating_add(c);
+                    trust = math::add(trust, c);
                     if let Some(o) = incentive.get_mut(usize::from(*j)) {
-                        *o = o.saturating_add(math::mul(*a, c));
+                        *o = math::add(*o, math::mul(*a, c));
                     }
                 }
             }
@@ -441,7 +441,7 @@ pub fn epoch(params: &EpochParams, inputs: &EpochInputs) -> Result<EpochOutput, 
                         _ => *x,
                     };
                     let ij = incentive.get(usize::from(*j)).copied().unwrap_or(ZERO);
-                    acc.saturating_add(math::mul(ij, x))
+                    math::add(acc, math::mul(ij, x))
                 });
                 b.checked_mul(*a).unwrap_or(ZERO)
             })
