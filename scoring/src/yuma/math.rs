@@ -92,7 +92,13 @@ pub fn u16_proportion_to_fixed(x: u16) -> I32F32 {
 
 /// `floor(x * 65535)` clamped to u16 (subtensor's `fixed_proportion_to_u16`).
 pub fn fixed_proportion_to_u16(x: I32F32) -> u16 {
-    mul(x, U16_MAX).saturating_to_num::<u16>()
+    let y = mul(x, U16_MAX);
+    // `saturating_to_num` floors: any negative value is below 0, a non-negative one is its
+    // integer bits, capped at u16::MAX.
+    match u64::try_from(y.to_bits()) {
+        Ok(b) => u16::try_from(b >> 32).unwrap_or(u16::MAX),
+        Err(_) => 0,
+    }
 }
 
 /// `a.saturating_mul(b)`, bit for bit, with a one-instruction product for small non-negatives.
@@ -724,6 +730,14 @@ mod tests {
             for x in [bits, small, 0, 1 << 32, -(1 << 32), 20 << 32, -(20 << 32), i64::MIN, i64::MAX] {
                 let x = I32F32::from_bits(x);
                 prop_assert_eq!(exp_i32f32(x), exp::<I32F32, I32F32>(x), "x = {}", x);
+            }
+        }
+
+        #[test]
+        fn fixed_proportion_to_u16_equals_the_crates_conversion(a in any::<i64>(), p in 0i64..=(1 << 32), q in -(1i64 << 33)..(1i64 << 50)) {
+            for x in [a, p, q, 0, 1 << 32, i64::MAX, i64::MIN, -1] {
+                let x = I32F32::from_bits(x);
+                prop_assert_eq!(fixed_proportion_to_u16(x), x.saturating_mul(U16_MAX).saturating_to_num::<u16>(), "x = {}", x);
             }
         }
 
