@@ -231,9 +231,10 @@ pub fn mat_ema(new: &Csr, old: &Csr, alpha: I32F32) -> Csr {
                     *c = add(*c, mul(one_minus_alpha, *v));
                 }
             }
-            for (c, j) in acc.iter_mut().zip(0u16..) {
+            for (j, c) in acc.iter_mut().enumerate() {
                 if *c > ZERO {
-                    out.entries.push((j, *c));
+                    // j < n <= 65535 (a u16 uid count), so the conversion never fails.
+                    out.entries.push((u16::try_from(j).unwrap_or(u16::MAX), *c));
                 }
                 *c = ZERO;
             }

@@ -182,7 +182,7 @@ fn exp_i32f32(x: I32F32) -> Result<I32F32, ()> {
         }
         let result = I32F32::from_bits(result);
         if neg {
-            ONE.checked_div(result)
+            one_over(result).or_else(|| ONE.checked_div(result))
         } else {
             Some(result)
         }
@@ -600,16 +600,43 @@ pub fn alpha_sigmoid(
     alpha_high: I32F32,
     steepness: I32F32,
 ) -> I32F32 {
+    let scale = steepness.saturating_div(I32F32::from_num(-100));
+    alpha_sigmoid_scaled(consensus, weight, bond, alpha_low, alpha_high, scale)
+}
+
+/// [`alpha_sigmoid`] with `steepness / −100` already computed (it is the same for a whole row).
+fn alpha_sigmoid_scaled(
+    consensus: I32F32,
+    weight: I32F32,
+    bond: I32F32,
+    alpha_low: I32F32,
+    alpha_high: I32F32,
+    scale: I32F32,
+) -> I32F32 {
     let diff_buy = clamp_value(weight.saturating_sub(consensus), ZERO, ONE);
     let diff_sell = clamp_value(bond.saturating_sub(weight), ZERO, ONE);
     let combined = if weight >= bond { diff_buy } else { diff_sell };
-    let x = steepness
-        .saturating_div(I32F32::from_num(-100))
-        .saturating_mul(combined.saturating_sub(HALF));
-    let sigmoid = ONE.saturating_div(ONE.saturating_add(exp_safe(x)));
+    let x = scale.saturating_mul(combined.saturating_sub(HALF));
+    let denominator = ONE.saturating_add(exp_safe(x));
+    let sigmoid = one_over(denominator).unwrap_or_else(|| ONE.saturating_div(denominator));
     let alpha =
         alpha_low.saturating_add(sigmoid.saturating_mul(alpha_high.saturating_sub(alpha_low)));
     clamp_value(alpha, alpha_low, alpha_high)
+}
+
+/// `1 / y` as the crate divides (truncated), for `y >= 1`; `None` leaves other `y` to the crate.
+///
+/// The quotient is `floor(2^64 / y)` on the bits, which is `floor((2^64 − 1) / y)` plus one
+/// exactly when `y` divides 2^64 (a power of two): a 64-bit division instead of a 128-bit one.
+#[inline]
+fn one_over(y: I32F32) -> Option<I32F32> {
+    let y = u64::try_from(y.to_bits())
+        .ok()
+        .filter(|y| *y >= (1 << 32))?;
+    let q = (u64::MAX)
+        .checked_div(y)?
+        .checked_add(u64::from(y.is_power_of_two()))?;
+    i64::try_from(q).ok().map(I32F32::from_bits)
 }
 
 /// Liquid alphas of one row for every column, with subtensor's forward-only merge.
@@ -625,6 +652,7 @@ pub fn liquid_alpha_row(
     alpha_high: I32F32,
     steepness: I32F32,
 ) -> Vec<I32F32> {
+    let scale = steepness.saturating_div(I32F32::from_num(-100));
     let mut needed = vec![false; consensus.len()];
     for (j, _) in w_row {
         if let Some(x) = needed.get_mut(usize::from(*j)) {
@@ -660,7 +688,7 @@ pub fn liquid_alpha_row(
                 }
             }
             if needed.get(usize::from(j)).copied().unwrap_or(false) {
-                alpha_sigmoid(*c, weight, bond, alpha_low, alpha_high, steepness)
+                alpha_sigmoid_scaled(*c, weight, bond, alpha_low, alpha_high, scale)
             } else {
                 ZERO
             }
@@ -739,6 +767,37 @@ mod tests {
                 let x = I32F32::from_bits(x);
                 prop_assert_eq!(fixed_proportion_to_u16(x), x.saturating_mul(U16_MAX).saturating_to_num::<u16>(), "x = {}", x);
             }
+        }
+
+        #[test]
+        fn one_over_equals_the_crates_division(a in any::<i64>(), y in (1i64 << 32)..(1i64 << 40), k in 32u32..63) {
+            for b in [a, y, 1 << k, (1 << k) + 1, (1 << k) - 1, i64::MAX, 1 << 32] {
+                let b = I32F32::from_bits(b);
+                if let Some(q) = one_over(b) {
+                    prop_assert_eq!(Some(q), ONE.checked_div(b), "1 / {}", b);
+                    prop_assert_eq!(q, ONE.saturating_div(b), "1 / {}", b);
+                } else {
+                    prop_assert!(b < ONE);
+                }
+            }
+        }
+
+        #[test]
+        fn sigmoid_with_hoisted_scale_equals_the_original(c in 0i64..=(1 << 32), w in 0i64..=(1 << 32), b in 0i64..=(1 << 32), lo in 0u16..=u16::MAX, hi in 0u16..=u16::MAX, steep in any::<i16>()) {
+            let f = |x: i64| I32F32::from_bits(x);
+            let (lo, hi) = (u16_proportion_to_fixed(lo.min(hi)), u16_proportion_to_fixed(lo.max(hi)));
+            let steepness = I32F32::from_num(steep);
+            let (c, w, b) = (f(c), f(w), f(b));
+            // The original formula, with the crate's own exp and divisions throughout.
+            let diff_buy = clamp_value(w.saturating_sub(c), ZERO, ONE);
+            let diff_sell = clamp_value(b.saturating_sub(w), ZERO, ONE);
+            let combined = if w >= b { diff_buy } else { diff_sell };
+            let x = steepness.saturating_div(I32F32::from_num(-100)).saturating_mul(combined.saturating_sub(HALF));
+            let x = x.max(I32F32::from_num(-20)).min(I32F32::from_num(20));
+            let e = exp::<I32F32, I32F32>(x).unwrap_or(if x <= ZERO { ZERO } else { I32F32::max_value() });
+            let sigmoid = ONE.saturating_div(ONE.saturating_add(e));
+            let alpha = lo.saturating_add(sigmoid.saturating_mul(hi.saturating_sub(lo)));
+            prop_assert_eq!(alpha_sigmoid(c, w, b, lo, hi, steepness), clamp_value(alpha, lo, hi));
         }
 
         #[test]
