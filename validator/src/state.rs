@@ -1,6 +1,7 @@
 //! What a validator remembers between rounds (persisted) and what it shows (snapshots).
 
 use crate::task::{Failure, QueryOutcome};
+use polylith_protocol::task::TaskKind;
 use polylith_protocol::weights::SignedWeights;
 use polylith_scoring::yuma::YumaState;
 use serde::{Deserialize, Serialize};
@@ -24,7 +25,7 @@ pub struct MinerStats {
     pub failures: BTreeMap<String, u64>,
     /// The most recent failure.
     pub last_failure: Option<Failure>,
-    /// Last verified throughputs, FLOP/s, oldest first.
+    /// Last verified GEMM throughputs, FLOP/s, oldest first.
     pub recent_flops: VecDeque<f64>,
 }
 
@@ -34,7 +35,10 @@ impl MinerStats {
         match &o.failure {
             None => {
                 self.verified = self.verified.saturating_add(1);
-                if let Some(t) = o.throughput.filter(|t| t.is_finite() && *t > 0.0) {
+                // FLOP/s only: other task kinds measure speed in other units.
+                if o.task == TaskKind::Gemm
+                    && let Some(t) = o.throughput.filter(|t| t.is_finite() && *t > 0.0)
+                {
                     self.recent_flops.push_back(t);
                     while self.recent_flops.len() > RECENT_THROUGHPUTS {
                         self.recent_flops.pop_front();

@@ -582,9 +582,6 @@ impl Validator {
             if let Some(l) = o.latency_s {
                 m.query_latency.with_label_values(&[task]).observe(l);
             }
-            if let (Some(t), polylith_protocol::task::TaskKind::Gemm) = (o.throughput, o.task) {
-                m.miner_throughput.with_label_values(&[&uid]).set(t);
-            }
         }
         m.miner_score.reset();
         m.miner_weight.reset();
@@ -592,6 +589,14 @@ impl Validator {
         let weight_of: BTreeMap<u16, u16> = record.weights.iter().copied().collect();
         for n in mg.miners() {
             let uid = n.uid.to_string();
+            // The last verified throughput, kept through later failures (the score shows those).
+            if let Some(t) = state
+                .miners
+                .get(&n.hotkey)
+                .and_then(|s| s.recent_flops.back())
+            {
+                m.miner_throughput.with_label_values(&[&uid]).set(*t);
+            }
             m.miner_score
                 .with_label_values(&[&uid])
                 .set(state.ema.get(&n.hotkey).copied().unwrap_or(0.0));

@@ -186,6 +186,12 @@ async fn replayed_commitment_fails_from_the_second_task_on() {
     let m = &v.snapshot().miners[0];
     assert_eq!((m.verified, m.failed), (1, 1));
     assert_eq!(m.ema, 0.25, "a failure halves the EMA with alpha 0.5");
+    assert!(
+        v.metrics()
+            .render()
+            .contains(r#"polylith_validator_miner_throughput_flops{miner_uid="1"}"#),
+        "the last verified throughput stays visible after a failure"
+    );
 }
 
 #[tokio::test]

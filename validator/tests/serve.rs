@@ -104,7 +104,8 @@ async fn serve_runs_rounds_and_exposes_weights_health_and_metrics() {
         .unwrap();
 }
 
-#[tokio::test]
+/// Paused time: the 60 s round interval elapses virtually, so three rounds take no real wait.
+#[tokio::test(start_paused = true)]
 async fn serve_returns_after_the_configured_rounds() {
     let dir = tempfile::tempdir().unwrap();
     let vkey = Hotkey::generate();
@@ -121,17 +122,24 @@ async fn serve_returns_after_the_configured_rounds() {
     );
     let mut config = test_config(dir.path(), mg, "db");
     config.rounds = 3;
-    config.round_interval_ms = 10;
+    config.round_interval_ms = 60_000;
     let v = Validator::new(config, vkey).unwrap();
+    let started = tokio::time::Instant::now();
     let run = polylith_validator::run(
         v.clone(),
         loopback().await,
         loopback().await,
         std::future::pending(),
     );
-    tokio::time::timeout(Duration::from_secs(10), run)
+    tokio::time::timeout(Duration::from_secs(3_600), run)
         .await
         .expect("returns after 3 rounds")
         .unwrap();
     assert_eq!(v.round(), 3);
+    // The first round starts at once, the next two one interval apart each.
+    assert!(
+        started.elapsed() >= Duration::from_secs(120),
+        "{:?}",
+        started.elapsed()
+    );
 }
