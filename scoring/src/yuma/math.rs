@@ -170,17 +170,7 @@ fn exp_i32f32(x: I32F32) -> Result<I32F32, ()> {
     let fast = || -> Option<I32F32> {
         let neg = x < ZERO;
         let y = if neg { x.checked_neg()? } else { x }.to_bits();
-        let mut result = y.checked_add(1 << 32)?;
-        let mut term = y;
-        for i in 2..32i64 {
-            let prod = i128::from(term).checked_mul(i128::from(y))? >> 32;
-            term = i64::try_from(prod).ok()?.checked_div(i)?;
-            result = result.checked_add(term)?;
-            if term == 0 {
-                break;
-            }
-        }
-        let result = I32F32::from_bits(result);
+        let result = I32F32::from_bits(exp_series(y)?);
         if neg {
             one_over(result).or_else(|| ONE.checked_div(result))
         } else {
@@ -191,6 +181,31 @@ fn exp_i32f32(x: I32F32) -> Result<I32F32, ()> {
         Some(v) => Ok(v),
         None => exp::<I32F32, I32F32>(x),
     }
+}
+
+/// `1 + y + y²/2! + …` on I32F32 bits for `y >= 0`, each term truncated, stopping at a zero
+/// term (or after the 31st); `None` where a step would overflow.
+///
+/// Unrolled so every division is by a literal, which the compiler turns into a multiply: the
+/// terms form one dependency chain, and a hardware division per term dominated the epoch's
+/// liquid-alpha cost. `|term| < 2^63` and `|y| < 2^63`, so the i128 product never overflows
+/// and a wrapping multiply is the crate's checked one.
+#[inline]
+fn exp_series(y: i64) -> Option<i64> {
+    let mut result = y.checked_add(1 << 32)?;
+    let mut term = y;
+    macro_rules! step {
+        ($($i:literal)*) => {$(
+            let prod = i128::from(term).wrapping_mul(i128::from(y)) >> 32;
+            term = i64::try_from(prod).ok()?.checked_div($i)?;
+            result = result.checked_add(term)?;
+            if term == 0 {
+                return Some(result);
+            }
+        )*};
+    }
+    step!(2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31);
+    Some(result)
 }
 
 /// `min(max_value, value)` then `max(min_value, ...)`, in that order (subtensor's `clamp_value`).
