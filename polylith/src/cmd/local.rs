@@ -1,12 +1,143 @@
-//! `polylith local` (placeholder until its owner fills it in).
+//! `polylith local`: a whole subnet on loopback that prints who earned what, and why.
 
 use crate::Global;
+use anyhow::Context;
+use polylith_localnet::{DEFAULT_MINERS, LocalOptions, LocalSubnet, parse_behaviours};
+use polylith_miner::BackendKind;
+use std::path::PathBuf;
+use std::time::Instant;
 
 /// Flags of `polylith local`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Number of validators.
+    #[arg(long, default_value_t = 2)]
+    validators: usize,
+    /// Comma-separated miner behaviours: honest, slow, lazy, random, replay.
+    #[arg(long, default_value = DEFAULT_MINERS)]
+    miners: String,
+    /// Rounds to run before printing the leaderboard (ignored with --serve).
+    #[arg(long, default_value_t = 5)]
+    rounds: u64,
+    /// Where keys, the metagraph and the databases go (default: a temporary directory).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Compute backend of the miners.
+    #[arg(long, default_value = "cpu")]
+    backend: BackendKind,
+    /// Print the leaderboard as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Keep the subnet running (rounds continue) until interrupted; writes DIR/targets.json
+    /// for Prometheus' file_sd.
+    #[arg(long)]
+    serve: bool,
+    /// Pause between rounds with --serve, milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    round_interval_ms: u64,
+}
 
 /// Runs `polylith local`.
-pub fn run(_args: Args, _global: &Global) -> anyhow::Result<()> {
-    anyhow::bail!("`polylith local` is not available yet")
+pub fn run(args: Args, _global: &Global) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(run_async(args))
+}
+
+async fn run_async(args: Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (data_dir, _temp) = match &args.data_dir {
+        Some(d) => (d.clone(), None),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("polylith-local-")
+                .tempdir()
+                .context("creating a temporary data directory")?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+    if args.serve && args.data_dir.is_none() {
+        anyhow::bail!("--serve needs --data-dir DIR (targets.json is written there)");
+    }
+    let mut opts = LocalOptions::new(data_dir);
+    opts.validators = args.validators;
+    opts.miners = parse_behaviours(&args.miners)?;
+    opts.backend = args.backend;
+    opts.round_interval_ms = args.round_interval_ms;
+
+    let mut subnet = LocalSubnet::start(&opts, args.serve).await?;
+    if args.serve {
+        let targets = subnet.write_targets()?;
+        eprintln!(
+            "local subnet serving: {} validators, {} miners; Prometheus targets in {}",
+            opts.validators,
+            opts.miners.len(),
+            targets.display()
+        );
+        for n in subnet.validator_nodes() {
+            eprintln!(
+                "  validator uid {} api http://{} metrics http://{}/metrics",
+                n.uid, n.api, n.metrics
+            );
+        }
+        for n in subnet.miner_nodes() {
+            eprintln!(
+                "  miner     uid {} api http://{} metrics http://{}/metrics",
+                n.uid, n.api, n.metrics
+            );
+        }
+        eprintln!("press Ctrl-C to stop");
+        shutdown_signal().await;
+        subnet.shutdown().await;
+        return Ok(());
+    }
+
+    let bar = if args.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(args.rounds)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} rounds ({elapsed})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message("running rounds");
+    for _ in 0..args.rounds {
+        subnet.run_round().await;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let report = subnet.report();
+    subnet.shutdown().await;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_table());
+        println!(
+            "\nwall time {:.1} s. Weights are each validator's EMA of verified speed; rewards are \
+             the Yuma consensus incentive over all validators' signed weights and stakes.",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
 }

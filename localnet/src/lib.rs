@@ -1,0 +1,633 @@
+//! A whole Polylith subnet in one process on loopback: `polylith local`.
+//!
+//! Owns: generating the keys and the metagraph of a throwaway subnet, starting V validators
+//! and N miners (with chosen behaviours) on free 127.0.0.1 ports, driving rounds, and
+//! collecting the leaderboard (who earned what, and why) from the validators' own state.
+//!
+//! Must not: score, verify or sign anything itself. Every number in the report comes from the
+//! real miner and validator code over real HTTP, so the local subnet demonstrates exactly
+//! what a deployed one does. It lives in its own crate (not in the binary) so that the
+//! end-to-end behaviour is a library callable from tests, and the binary stays thin.
+#![warn(missing_docs)]
+
+use polylith_miner::{BackendKind, Behaviour, GemmBackend, Miner, MinerConfig};
+use polylith_protocol::keys::Keystore;
+use polylith_protocol::metagraph::{Metagraph, Neuron, Role};
+use polylith_validator::{Validator, ValidatorConfig, ValidatorSnapshot};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// The behaviours `polylith local` runs when none are given.
+pub const DEFAULT_MINERS: &str = "honest,honest,slow,lazy,random,replay";
+
+/// Stake of the first validator; each later one holds a little less, so dividends differ.
+const BASE_STAKE: u64 = 1_000_000;
+
+/// Errors starting or running a local subnet.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// Bad options (no validators, unknown behaviour, ...).
+    #[error("{0}")]
+    Options(String),
+    /// Filesystem or socket error.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Key generation or storage failed.
+    #[error("keys: {0}")]
+    Keys(#[from] polylith_protocol::keys::KeyError),
+    /// Writing the metagraph failed.
+    #[error("metagraph: {0}")]
+    Metagraph(#[from] polylith_protocol::metagraph::MetagraphError),
+    /// The compute backend could not start.
+    #[error("{0}")]
+    Backend(#[from] polylith_miner::BackendError),
+    /// A miner failed to start.
+    #[error("miner: {0}")]
+    Miner(#[from] polylith_miner::MinerError),
+    /// A validator failed to start.
+    #[error("validator: {0}")]
+    Validator(#[from] polylith_validator::ValidatorError),
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> LocalError {
+    let context = context.into();
+    move |source| LocalError::Io { context, source }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// Number of validators (at least 1).
+    pub validators: usize,
+    /// One behaviour per miner.
+    pub miners: Vec<Behaviour>,
+    /// Where keys, the metagraph and the validators' databases go.
+    pub data_dir: PathBuf,
+    /// Compute backend for every miner.
+    pub backend: BackendKind,
+    /// Pause between rounds in `--serve` mode, milliseconds.
+    pub round_interval_ms: u64,
+    /// Smallest and largest GEMM dimension the validators draw.
+    pub gemm_dims: (u32, u32),
+}
+
+impl LocalOptions {
+    /// Defaults for `data_dir`: 2 validators, the default behaviours, the CPU backend.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            validators: 2,
+            miners: parse_behaviours(DEFAULT_MINERS).unwrap_or_default(),
+            data_dir,
+            backend: BackendKind::Cpu,
+            round_interval_ms: 2_000,
+            gemm_dims: (192, 384),
+        }
+    }
+}
+
+/// Parses a comma-separated list of behaviours (`honest,slow,...`).
+pub fn parse_behaviours(list: &str) -> Result<Vec<Behaviour>, LocalError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<Behaviour>().map_err(LocalError::Options))
+        .collect()
+}
+
+/// A running node's addresses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Uid in the metagraph.
+    pub uid: u16,
+    /// Hotkey, SS58.
+    pub hotkey: String,
+    /// Task API / public API address.
+    pub api: SocketAddr,
+    /// Prometheus metrics address.
+    pub metrics: SocketAddr,
+}
+
+struct MinerNode {
+    info: NodeInfo,
+    behaviour: Behaviour,
+}
+
+struct ValidatorNode {
+    info: NodeInfo,
+    stake: u64,
+    validator: Validator,
+}
+
+/// A started local subnet. Dropping it without [`LocalSubnet::shutdown`] aborts the servers.
+pub struct LocalSubnet {
+    miners: Vec<MinerNode>,
+    validators: Vec<ValidatorNode>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    data_dir: PathBuf,
+    rounds: u64,
+}
+
+async fn bind() -> Result<(TcpListener, SocketAddr), LocalError> {
+    let l = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(io("binding a loopback port"))?;
+    let a = l.local_addr().map_err(io("reading a listener's address"))?;
+    Ok((l, a))
+}
+
+fn stopped(rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut rx = rx;
+    async move {
+        // A dropped sender also means stop.
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+impl LocalSubnet {
+    /// Generates keys and the metagraph under `opts.data_dir`, binds every node to a free
+    /// loopback port and starts the miners and the validators' HTTP APIs. Rounds run only
+    /// when asked ([`LocalSubnet::run_round`]) or, with `serve`, on the validators' timers.
+    pub async fn start(opts: &LocalOptions, serve: bool) -> Result<Self, LocalError> {
+        if opts.validators == 0 {
+            return Err(LocalError::Options(
+                "at least one validator is needed".into(),
+            ));
+        }
+        if opts.miners.is_empty() {
+            return Err(LocalError::Options("at least one miner is needed".into()));
+        }
+        let total = opts.validators.saturating_add(opts.miners.len());
+        if total > usize::from(u16::MAX) {
+            return Err(LocalError::Options("too many neurons".into()));
+        }
+        std::fs::create_dir_all(&opts.data_dir)
+            .map_err(io(format!("creating {}", opts.data_dir.display())))?;
+        let keystore = Keystore::new(opts.data_dir.join("keys"));
+        let metagraph_path = opts.data_dir.join("metagraph.toml");
+
+        // Keys: reuse a data dir's keys so a restarted `--data-dir` subnet resumes its state.
+        let mut keys = Vec::with_capacity(total);
+        for uid in 0..total {
+            let name = if uid < opts.validators {
+                format!("validator-{uid}")
+            } else {
+                format!("miner-{uid}")
+            };
+            let key = match keystore.load(&name) {
+                Ok(k) => k,
+                Err(_) => keystore.create(&name)?,
+            };
+            keys.push((name, key));
+        }
+
+        let mut listeners = Vec::with_capacity(total);
+        for _ in 0..total {
+            listeners.push((bind().await?, bind().await?));
+        }
+        let mut neurons = Vec::with_capacity(total);
+        for (uid, ((name, key), ((_, api), (_, metrics)))) in
+            keys.iter().zip(listeners.iter()).enumerate()
+        {
+            let _ = (name, metrics);
+            let is_validator = uid < opts.validators;
+            neurons.push(Neuron {
+                uid: uid as u16,
+                hotkey: key.public().to_ss58(),
+                role: if is_validator {
+                    Role::Validator
+                } else {
+                    Role::Miner
+                },
+                stake: if is_validator {
+                    BASE_STAKE / (uid as u64 + 1)
+                } else {
+                    0
+                },
+                endpoint: format!("http://{api}"),
+            });
+        }
+        let metagraph = Metagraph {
+            netuid: 1,
+            neurons: neurons.clone(),
+        };
+        metagraph.save(&metagraph_path)?;
+
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let backend: Arc<dyn GemmBackend> = polylith_miner::select_backend(opts.backend)?;
+        let mut miners = Vec::new();
+        let mut validators = Vec::new();
+        for (uid, (((name, key), ((api_l, api), (met_l, metrics))), neuron)) in keys
+            .into_iter()
+            .zip(listeners)
+            .zip(neurons.iter())
+            .enumerate()
+        {
+            let info = NodeInfo {
+                uid: uid as u16,
+                hotkey: key.public().to_ss58(),
+                api,
+                metrics,
+            };
+            if uid < opts.validators {
+                let config = ValidatorConfig {
+                    listen: api,
+                    metrics_listen: metrics,
+                    key: name.clone(),
+                    metagraph: metagraph_path.clone(),
+                    data_dir: opts.data_dir.join(&name),
+                    round_interval_ms: opts.round_interval_ms,
+                    gemm_min_dim: opts.gemm_dims.0,
+                    gemm_max_dim: opts.gemm_dims.1,
+                    ..ValidatorConfig::default()
+                };
+                let validator = Validator::new(config, key)?;
+                if serve {
+                    let v = validator.clone();
+                    let shutdown = stopped(stop_rx.clone());
+                    tasks.push(tokio::spawn(async move {
+                        if let Err(e) = v.serve(api_l, met_l, shutdown).await {
+                            tracing::error!(error = %e, "validator stopped with an error");
+                        }
+                    }));
+                } else {
+                    for (l, router) in [
+                        (api_l, validator.router()),
+                        (met_l, validator.metrics_router()),
+                    ] {
+                        let shutdown = stopped(stop_rx.clone());
+                        tasks.push(tokio::spawn(async move {
+                            if let Err(e) = axum_serve(l, router, shutdown).await {
+                                tracing::error!(error = %e, "validator API stopped with an error");
+                            }
+                        }));
+                    }
+                }
+                validators.push(ValidatorNode {
+                    info,
+                    stake: neuron.stake,
+                    validator,
+                });
+            } else {
+                let behaviour = opts
+                    .miners
+                    .get(uid.saturating_sub(opts.validators))
+                    .copied()
+                    .unwrap_or_default();
+                let config = MinerConfig {
+                    listen: api,
+                    metrics_listen: metrics,
+                    key: name,
+                    metagraph: metagraph_path.clone(),
+                    backend: opts.backend,
+                    behaviour,
+                    ..MinerConfig::default()
+                };
+                let miner = Miner::new(config, key, backend.clone())?;
+                let shutdown = stopped(stop_rx.clone());
+                tasks.push(tokio::spawn(async move {
+                    if let Err(e) = miner.serve(api_l, met_l, shutdown).await {
+                        tracing::error!(error = %e, "miner stopped with an error");
+                    }
+                }));
+                miners.push(MinerNode { info, behaviour });
+            }
+        }
+        let rounds = validators
+            .iter()
+            .map(|v| v.validator.round())
+            .min()
+            .unwrap_or(0);
+        Ok(Self {
+            miners,
+            validators,
+            stop,
+            tasks,
+            data_dir: opts.data_dir.clone(),
+            rounds,
+        })
+    }
+
+    /// Runs one round on every validator at once and waits for all of them.
+    pub async fn run_round(&mut self) {
+        let rounds = self
+            .validators
+            .iter()
+            .map(|v| v.validator.clone())
+            .map(|v| async move { v.run_round().await });
+        futures::future::join_all(rounds).await;
+        self.rounds = self.rounds.saturating_add(1);
+    }
+
+    /// The Prometheus file_sd target groups: one per job (`miner`, `validator`).
+    pub fn targets(&self) -> serde_json::Value {
+        let group = |job: &str, nodes: Vec<&NodeInfo>| {
+            serde_json::json!({
+                "targets": nodes.iter().map(|n| n.metrics.to_string()).collect::<Vec<_>>(),
+                "labels": { "job": job },
+            })
+        };
+        serde_json::json!([
+            group("miner", self.miners.iter().map(|m| &m.info).collect()),
+            group(
+                "validator",
+                self.validators.iter().map(|v| &v.info).collect()
+            ),
+        ])
+    }
+
+    /// Writes [`LocalSubnet::targets`] to `DIR/targets.json` atomically.
+    pub fn write_targets(&self) -> Result<PathBuf, LocalError> {
+        let path = self.data_dir.join("targets.json");
+        let tmp = self.data_dir.join("targets.json.tmp");
+        let text = serde_json::to_string_pretty(&self.targets()).unwrap_or_default();
+        std::fs::write(&tmp, text).map_err(io(format!("writing {}", tmp.display())))?;
+        std::fs::rename(&tmp, &path).map_err(io(format!("renaming to {}", path.display())))?;
+        Ok(path)
+    }
+
+    /// The data directory in use.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Every miner's addresses.
+    pub fn miner_nodes(&self) -> Vec<NodeInfo> {
+        self.miners.iter().map(|m| m.info.clone()).collect()
+    }
+
+    /// Every validator's addresses.
+    pub fn validator_nodes(&self) -> Vec<NodeInfo> {
+        self.validators.iter().map(|v| v.info.clone()).collect()
+    }
+
+    /// The leaderboard as the validators see it now.
+    pub fn report(&self) -> Report {
+        let snaps: Vec<ValidatorSnapshot> = self
+            .validators
+            .iter()
+            .map(|v| v.validator.snapshot())
+            .collect();
+        // Every validator runs the same Yuma epoch over the same published weights; the
+        // highest-stake validator's view is reported (uid 0, the first).
+        let lead = snaps.first();
+        let rounds = snaps.iter().map(|s| s.round).min().unwrap_or(0);
+        let miners = self
+            .miners
+            .iter()
+            .map(|m| {
+                let views: Vec<_> = snaps
+                    .iter()
+                    .filter_map(|s| s.miners.iter().find(|x| x.uid == m.info.uid))
+                    .collect();
+                let verified = views.iter().map(|v| v.verified).sum();
+                let failed = views.iter().map(|v| v.failed).sum();
+                let mut gflops: Vec<f64> = views.iter().filter_map(|v| v.median_gflops).collect();
+                let gflops_median = median(&mut gflops);
+                let score = mean(views.iter().map(|v| v.ema));
+                let weight_u16 = mean(views.iter().map(|v| f64::from(v.weight_u16))).round() as u16;
+                let reward_share = lead
+                    .and_then(|s| s.incentive.get(usize::from(m.info.uid)))
+                    .copied()
+                    .unwrap_or(0.0);
+                let mut reasons: std::collections::BTreeMap<String, u64> = Default::default();
+                for v in &views {
+                    for (r, c) in &v.failures {
+                        *reasons.entry(r.clone()).or_default() += c;
+                    }
+                }
+                let top_reason = reasons
+                    .iter()
+                    .max_by_key(|(_, c)| **c)
+                    .map(|(r, _)| r.clone());
+                let last_message = views
+                    .iter()
+                    .filter_map(|v| v.last_failure.as_ref())
+                    .map(|f| f.message.clone())
+                    .next();
+                let reason = if weight_u16 == 0 || reward_share < 0.01 {
+                    match (top_reason, last_message) {
+                        (Some(r), Some(msg)) => Some(format!("{r}: {msg}")),
+                        (Some(r), None) => Some(r),
+                        _ if verified == 0 => Some("no verified answers yet".to_string()),
+                        _ => Some("slower than the other miners".to_string()),
+                    }
+                } else {
+                    None
+                };
+                MinerRow {
+                    uid: m.info.uid,
+                    hotkey: m.info.hotkey.clone(),
+                    behaviour: m.behaviour.to_string(),
+                    verified,
+                    failed,
+                    gflops_median,
+                    score,
+                    weight_u16,
+                    reward_share,
+                    failures: reasons,
+                    reason,
+                }
+            })
+            .collect();
+        let validators = self
+            .validators
+            .iter()
+            .map(|v| ValidatorRow {
+                uid: v.info.uid,
+                hotkey: v.info.hotkey.clone(),
+                stake: v.stake,
+                dividend_share: lead
+                    .and_then(|s| s.dividends.get(usize::from(v.info.uid)))
+                    .copied()
+                    .unwrap_or(0.0),
+                round: snaps
+                    .iter()
+                    .find(|s| s.hotkey == v.info.hotkey)
+                    .map(|s| s.round)
+                    .unwrap_or(0),
+                peers_used: snaps
+                    .iter()
+                    .find(|s| s.hotkey == v.info.hotkey)
+                    .map(|s| s.peers_used.len())
+                    .unwrap_or(0),
+            })
+            .collect();
+        Report {
+            rounds,
+            miners,
+            validators,
+        }
+    }
+
+    /// Stops every server and waits for them.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn axum_serve(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 0 {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    })
+}
+
+fn mean(it: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = it.fold((0.0, 0u32), |(s, n), x| (s + x, n + 1));
+    if n == 0 { 0.0 } else { sum / f64::from(n) }
+}
+
+/// One miner's line of the leaderboard.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MinerRow {
+    /// Uid.
+    pub uid: u16,
+    /// Hotkey, SS58.
+    pub hotkey: String,
+    /// The behaviour it was started with.
+    pub behaviour: String,
+    /// Verified queries, summed over validators.
+    pub verified: u64,
+    /// Failed queries, summed over validators.
+    pub failed: u64,
+    /// Median verified throughput over validators, GFLOP/s.
+    pub gflops_median: Option<f64>,
+    /// EMA score, mean over validators, in [0, 1].
+    pub score: f64,
+    /// The validators' published weight for it, mean, u16.
+    pub weight_u16: u16,
+    /// Yuma incentive share in [0, 1].
+    pub reward_share: f64,
+    /// Failures by reason, summed over validators.
+    pub failures: std::collections::BTreeMap<String, u64>,
+    /// Why it earns (almost) nothing, when it does.
+    pub reason: Option<String>,
+}
+
+/// One validator's line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ValidatorRow {
+    /// Uid.
+    pub uid: u16,
+    /// Hotkey, SS58.
+    pub hotkey: String,
+    /// Stake.
+    pub stake: u64,
+    /// Yuma dividend share in [0, 1].
+    pub dividend_share: f64,
+    /// Rounds it completed.
+    pub round: u64,
+    /// Peers whose signed weights entered its last epoch.
+    pub peers_used: usize,
+}
+
+/// The leaderboard printed by `polylith local`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// Rounds completed by every validator.
+    pub rounds: u64,
+    /// Miners by uid.
+    pub miners: Vec<MinerRow>,
+    /// Validators by uid.
+    pub validators: Vec<ValidatorRow>,
+}
+
+/// A short form of an SS58 address for tables: first 6 and last 4 characters.
+pub fn short_hotkey(ss58: &str) -> String {
+    let chars: Vec<char> = ss58.chars().collect();
+    if chars.len() <= 12 {
+        return ss58.to_string();
+    }
+    let head: String = chars.iter().take(6).collect();
+    let tail: String = chars.iter().skip(chars.len() - 4).collect();
+    format!("{head}…{tail}")
+}
+
+impl Report {
+    /// The human-readable leaderboard.
+    pub fn to_table(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(out, "Polylith local subnet: {} rounds\n", self.rounds);
+        let _ = writeln!(
+            out,
+            "{:>3}  {:<12} {:<8} {:>8} {:>6} {:>10} {:>6} {:>7} {:>7}  reason",
+            "uid",
+            "hotkey",
+            "behaviour",
+            "verified",
+            "failed",
+            "GFLOP/s",
+            "score",
+            "weight",
+            "reward"
+        );
+        for m in &self.miners {
+            let _ = writeln!(
+                out,
+                "{:>3}  {:<12} {:<8} {:>8} {:>6} {:>10} {:>6.3} {:>7} {:>6.1}%  {}",
+                m.uid,
+                short_hotkey(&m.hotkey),
+                m.behaviour,
+                m.verified,
+                m.failed,
+                m.gflops_median
+                    .map(|g| format!("{g:.1}"))
+                    .unwrap_or_else(|| "-".into()),
+                m.score,
+                m.weight_u16,
+                m.reward_share * 100.0,
+                m.reason.as_deref().unwrap_or(""),
+            );
+        }
+        let _ = writeln!(out, "\nvalidators:");
+        let _ = writeln!(
+            out,
+            "{:>3}  {:<12} {:>10} {:>9} {:>7}",
+            "uid", "hotkey", "stake", "dividend", "peers"
+        );
+        for v in &self.validators {
+            let _ = writeln!(
+                out,
+                "{:>3}  {:<12} {:>10} {:>8.1}% {:>7}",
+                v.uid,
+                short_hotkey(&v.hotkey),
+                v.stake,
+                v.dividend_share * 100.0,
+                v.peers_used
+            );
+        }
+        out
+    }
+}
