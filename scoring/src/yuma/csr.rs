@@ -126,6 +126,46 @@ impl Csr {
         self.divide_columns(&divisors);
     }
 
+    /// [`Self::col_normalize`] with the column sums already at hand (from [`Self::col_sums`]
+    /// or accumulated in the same row-major order while the matrix was made).
+    pub fn col_normalize_by(&mut self, sums: &[I32F32]) {
+        self.divide_columns(&column_divisors(sums));
+    }
+
+    /// Column-normalises in place and, in the same pass, returns `matmul_transpose(v)` of
+    /// the normalised matrix and its column maxima (for [`Self::col_max_upscale_by`]).
+    pub fn col_normalize_matmul_transpose_max(
+        &mut self,
+        sums: &[I32F32],
+        v: &[I32F32],
+    ) -> (Vec<I32F32>, Vec<I32F32>) {
+        let divisors = column_divisors(sums);
+        let mut col_max = vec![ZERO; sums.len()];
+        let mut out = Vec::with_capacity(self.lens.len());
+        for row in self.rows_mut() {
+            let mut acc = ZERO;
+            for (j, x) in row.iter_mut() {
+                let j = usize::from(*j);
+                if let Some(Some(d)) = divisors.get(j) {
+                    *x = d.div(*x);
+                }
+                acc = add(acc, mul(v.get(j).copied().unwrap_or(ZERO), *x));
+                if let Some(c) = col_max.get_mut(j)
+                    && *c < *x
+                {
+                    *c = *x;
+                }
+            }
+            out.push(acc);
+        }
+        (out, col_max)
+    }
+
+    /// [`Self::col_max_upscale`] with the column maxima already at hand.
+    pub fn col_max_upscale_by(&mut self, col_max: &[I32F32]) {
+        self.divide_columns(&column_divisors(col_max));
+    }
+
     /// [`super::math::inplace_col_max_upscale_sparse`].
     pub fn col_max_upscale(&mut self, columns: usize) {
         let mut col_max = vec![ZERO; columns];
@@ -209,9 +249,15 @@ pub fn clip(v: I32F32, t: I32F32) -> Option<I32F32> {
 
 /// Sparse EMA with one alpha ([`super::math::mat_ema_sparse`]) into a new flat matrix.
 pub fn mat_ema(new: &Csr, old: &Csr, alpha: I32F32) -> Csr {
+    mat_ema_with_sums(new, old, alpha).0
+}
+
+/// [`mat_ema`] and the result's column sums ([`Csr::col_sums`] over `new.rows_len()` columns).
+pub fn mat_ema_with_sums(new: &Csr, old: &Csr, alpha: I32F32) -> (Csr, Vec<I32F32>) {
     let n = new.rows_len();
     let one_minus_alpha = ONE.saturating_sub(alpha);
     let mut acc = vec![ZERO; n];
+    let mut sums = vec![ZERO; n];
     let mut old_rows = old.rows();
     let mut out = Csr {
         lens: Vec::with_capacity(n),
@@ -231,17 +277,18 @@ pub fn mat_ema(new: &Csr, old: &Csr, alpha: I32F32) -> Csr {
                     *c = add(*c, mul(one_minus_alpha, *v));
                 }
             }
-            for (j, c) in acc.iter_mut().enumerate() {
+            for (j, (c, sum)) in acc.iter_mut().zip(sums.iter_mut()).enumerate() {
                 if *c > ZERO {
                     // j < n <= 65535 (a u16 uid count), so the conversion never fails.
                     out.entries.push((u16::try_from(j).unwrap_or(u16::MAX), *c));
+                    *sum = add(*sum, *c);
                 }
                 *c = ZERO;
             }
         }
         out.lens.push(out.entries.len().saturating_sub(before));
     }
-    out
+    (out, sums)
 }
 
 /// Column-wise stake-weighted median ([`super::math::weighted_median_col_sparse`]).

@@ -451,18 +451,25 @@ pub fn epoch(params: &EpochParams, inputs: &EpochInputs) -> Result<EpochOutput, 
     } else {
         let mut bonds = stored_bonds(math::from_u16);
         bonds.col_normalize(n);
+        // Each column sum is accumulated row after row as the entries are made, which is
+        // the order a separate pass would add them in.
         let mut delta = weights_for_bonds;
+        let mut delta_sums = vec![ZERO; n];
         for (row, a) in delta.rows_mut().zip(&active_stake) {
-            for (_, v) in row.iter_mut() {
+            for (j, v) in row.iter_mut() {
                 *v = math::mul(*v, *a);
+                if let Some(c) = delta_sums.get_mut(usize::from(*j)) {
+                    *c = math::add(*c, *v);
+                }
             }
         }
-        delta.col_normalize(n);
-        let mut ema_bonds = csr::mat_ema(&delta, &bonds, ema_alpha(params.bonds_moving_average));
-        ema_bonds.col_normalize(n);
-        let mut dividends = ema_bonds.matmul_transpose(&incentive);
+        delta.col_normalize_by(&delta_sums);
+        let (mut ema_bonds, ema_sums) =
+            csr::mat_ema_with_sums(&delta, &bonds, ema_alpha(params.bonds_moving_average));
+        let (mut dividends, ema_max) =
+            ema_bonds.col_normalize_matmul_transpose_max(&ema_sums, &incentive);
         inplace_normalize(&mut dividends);
-        ema_bonds.col_max_upscale(n);
+        ema_bonds.col_max_upscale_by(&ema_max);
         (dividends, ema_bonds)
     };
     if dividends.len() != n {
