@@ -140,11 +140,9 @@ impl LlamaConfig {
             num_hidden_layers: hf.num_hidden_layers,
             num_attention_heads: heads,
             num_key_value_heads: hf.num_key_value_heads.unwrap_or(heads),
-            head_dim: hf.head_dim.unwrap_or(if heads == 0 {
-                0
-            } else {
-                hf.hidden_size / heads
-            }),
+            head_dim: hf
+                .head_dim
+                .unwrap_or(hf.hidden_size.checked_div(heads).unwrap_or(0)),
             rms_norm_eps: hf.rms_norm_eps,
             rope_theta: rope_theta.unwrap_or(10_000.0),
             max_position_embeddings: hf.max_position_embeddings,
@@ -171,10 +169,10 @@ impl LlamaConfig {
         {
             return bad("every size must be non-zero");
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return bad("num_key_value_heads must divide num_attention_heads");
         }
-        if self.head_dim == 0 || self.head_dim % 2 != 0 {
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
             return bad("head_dim must be even and non-zero");
         }
         if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps >= 0.0) {
