@@ -346,6 +346,14 @@ impl Validator {
             .map(|(m, s)| (m.ss58.clone(), *s))
             .collect();
         ema::update_table(&mut state.ema, &samples, inner.config.ema_alpha, true);
+        // Evidence of cheating (a wrong row, a forged path, a replayed or copied commitment)
+        // forfeits the miner's accumulated score: otherwise a miner could bank an EMA with a
+        // few honest answers and then cheat on the rest while still earning.
+        for o in &outcomes {
+            if o.failure.as_ref().is_some_and(|f| f.reason.is_cheating()) {
+                state.ema.insert(o.hotkey.clone(), 0.0);
+            }
+        }
         for o in &outcomes {
             state.miners.entry(o.hotkey.clone()).or_default().record(o);
         }

@@ -48,6 +48,21 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
+    /// Whether this failure proves a wrong answer (as opposed to an unreachable, slow or
+    /// broken miner, or a validator-side problem). Such a failure resets the miner's EMA.
+    pub fn is_cheating(self) -> bool {
+        matches!(
+            self,
+            FailureReason::BadReceipt
+                | FailureReason::WrongRowCount
+                | FailureReason::WrongRows
+                | FailureReason::RowOutOfRange
+                | FailureReason::BadPath
+                | FailureReason::WrongRow
+                | FailureReason::DuplicateRoot
+        )
+    }
+
     /// Every reason, for pre-creating metric labels and exhaustive tests.
     pub const ALL: [FailureReason; 14] = [
         FailureReason::Timeout,
