@@ -169,7 +169,10 @@ impl LlamaConfig {
         {
             return bad("every size must be non-zero");
         }
-        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
             return bad("num_key_value_heads must divide num_attention_heads");
         }
         if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {

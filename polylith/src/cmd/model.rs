@@ -78,7 +78,11 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<()> {
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
-        Command::Logits { model, tokens, json } => {
+        Command::Logits {
+            model,
+            tokens,
+            json,
+        } => {
             let m = load(&model)?;
             let logits = m.logits(&tokens).context("running the model")?;
             if json {
@@ -86,13 +90,32 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<()> {
             } else {
                 for (tok, row) in tokens.iter().zip(&logits) {
                     let best = polylith_model::sampling::argmax(row);
-                    println!("token {tok}: argmax {best} (logit {:.4})", row[best as usize]);
+                    println!(
+                        "token {tok}: argmax {best} (logit {:.4})",
+                        row[best as usize]
+                    );
                 }
             }
         }
-        Command::Generate { model, prompt, max_tokens, temperature, top_p, seed, stop, json } => {
+        Command::Generate {
+            model,
+            prompt,
+            max_tokens,
+            temperature,
+            top_p,
+            seed,
+            stop,
+            json,
+        } => {
             let m = load(&model)?;
-            let params = SamplingParams { max_tokens, temperature, top_p, seed, stop, top_logprobs: 5 };
+            let params = SamplingParams {
+                max_tokens,
+                temperature,
+                top_p,
+                seed,
+                stop,
+                top_logprobs: 5,
+            };
             let ids = m.encode_prompt(&prompt).context("tokenizing the prompt")?;
             let start = Instant::now();
             let mut first = None;
