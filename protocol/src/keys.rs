@@ -481,13 +481,16 @@ impl Keystore {
             rand::random::<u64>()
         ));
         let result = write_private(&tmp, text.as_bytes()).and_then(|()| {
-            std::fs::hard_link(&tmp, &path).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    KeyError::Exists(name.to_owned())
-                } else {
-                    io_err(&path)(e)
+            match std::fs::hard_link(&tmp, &path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    Err(KeyError::Exists(name.to_owned()))
                 }
-            })
+                // Filesystems without hard links: rename, after re-checking the target
+                // (a narrow race, but never a half-written file).
+                Err(_) if !path.exists() => std::fs::rename(&tmp, &path).map_err(io_err(&path)),
+                Err(e) => Err(io_err(&path)(e)),
+            }
         });
         // The temporary name is removed whether or not the link succeeded.
         let _ = std::fs::remove_file(&tmp);

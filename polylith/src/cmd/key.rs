@@ -1,12 +1,152 @@
-//! `polylith key` (placeholder until its owner fills it in).
+//! `polylith key`: create, show, list and import sr25519 hotkeys in the keystore
+//! (`--keys-dir`, default `$HOME/.polylith/keys`).
 
 use crate::Global;
+use anyhow::{Context, bail};
+use polylith_protocol::keys::{Hotkey, Keystore};
+use std::io::Read;
+use std::path::PathBuf;
 
 /// Flags of `polylith key`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    command: KeyCommand,
+}
+
+/// A key name, given as `--name NAME` or as the first argument.
+#[derive(Debug, clap::Args)]
+struct NameArg {
+    /// Key name (file `<keys-dir>/<name>.json`).
+    #[arg(long = "name", value_name = "NAME", conflicts_with = "positional")]
+    flag: Option<String>,
+    /// Key name, as an alternative to `--name`.
+    #[arg(value_name = "NAME")]
+    positional: Option<String>,
+}
+
+impl NameArg {
+    fn get(&self) -> anyhow::Result<&str> {
+        match (&self.flag, &self.positional) {
+            (Some(n), _) | (None, Some(n)) => Ok(n),
+            (None, None) => bail!("a key name is required: --name NAME"),
+        }
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum KeyCommand {
+    /// Create a new random hotkey (file mode 0600) and print its address.
+    New {
+        #[command(flatten)]
+        name: NameArg,
+    },
+    /// Print a key's SS58 address (first line, alone) and public key.
+    Show {
+        #[command(flatten)]
+        name: NameArg,
+    },
+    /// List the keys in the keystore with their addresses.
+    List,
+    /// Import an existing key: a Bittensor hotkey file or a BIP39 mnemonic.
+    Import {
+        #[command(flatten)]
+        name: NameArg,
+        /// An unencrypted btcli hotkey file (`~/.bittensor/wallets/<wallet>/hotkeys/<hotkey>`).
+        #[arg(
+            long,
+            value_name = "PATH",
+            conflicts_with = "mnemonic",
+            required_unless_present = "mnemonic"
+        )]
+        from_file: Option<PathBuf>,
+        /// A BIP39 mnemonic, derived as Substrate does with no path; `-` reads it from stdin
+        /// (keeps it out of the process list and shell history).
+        #[arg(long, value_name = "PHRASE")]
+        mnemonic: Option<String>,
+    },
+}
 
 /// Runs `polylith key`.
-pub fn run(_args: Args, _global: &Global) -> anyhow::Result<()> {
-    anyhow::bail!("`polylith key` is not available yet")
+pub fn run(args: Args, global: &Global) -> anyhow::Result<()> {
+    let store = Keystore::new(global.keys_dir());
+    match args.command {
+        KeyCommand::New { name } => {
+            let name = name.get()?;
+            let key = store
+                .create(name)
+                .with_context(|| format!("creating key {name:?}"))?;
+            print_key(&store, name, &key)?;
+        }
+        KeyCommand::Show { name } => {
+            let name = name.get()?;
+            let key = store.load(name)?;
+            print_key(&store, name, &key)?;
+        }
+        KeyCommand::List => list(&store)?,
+        KeyCommand::Import {
+            name,
+            from_file,
+            mnemonic,
+        } => {
+            let name = name.get()?;
+            let key = match (from_file, mnemonic) {
+                (Some(path), _) => store
+                    .import_bittensor_file(name, &path)
+                    .with_context(|| format!("importing {} as {name:?}", path.display()))?,
+                (None, Some(phrase)) => {
+                    let phrase = if phrase == "-" {
+                        let mut text = String::new();
+                        std::io::stdin()
+                            .read_to_string(&mut text)
+                            .context("reading the mnemonic from stdin")?;
+                        text
+                    } else {
+                        phrase
+                    };
+                    store
+                        .import_mnemonic(name, &phrase)
+                        .with_context(|| format!("importing the mnemonic as {name:?}"))?
+                }
+                (None, None) => bail!("give --from-file PATH or --mnemonic PHRASE"),
+            };
+            print_key(&store, name, &key)?;
+        }
+    }
+    Ok(())
+}
+
+fn print_key(store: &Keystore, name: &str, key: &Hotkey) -> anyhow::Result<()> {
+    let public = key.public();
+    println!("{}", public.to_ss58());
+    println!("public key: 0x{}", public.to_hex());
+    println!("file: {}", store.path_of(name)?.display());
+    Ok(())
+}
+
+fn list(store: &Keystore) -> anyhow::Result<()> {
+    let entries = match std::fs::read_dir(store.dir()) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("no keys in {}", store.dir().display());
+            return Ok(());
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", store.dir().display())),
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let stem = name.strip_suffix(".json")?;
+            (!stem.starts_with('.')).then(|| stem.to_owned())
+        })
+        .collect();
+    names.sort();
+    for name in names {
+        match store.load(&name) {
+            Ok(key) => println!("{name}\t{}", key.public().to_ss58()),
+            Err(e) => println!("{name}\t(unreadable: {e})"),
+        }
+    }
+    Ok(())
 }
