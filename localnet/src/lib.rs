@@ -393,8 +393,8 @@ impl LocalSubnet {
                     .collect();
                 let verified = views.iter().map(|v| v.verified).sum();
                 let failed = views.iter().map(|v| v.failed).sum();
-                let mut gflops: Vec<f64> = views.iter().filter_map(|v| v.median_gflops).collect();
-                let gflops_median = median(&mut gflops);
+                let gflops: Vec<f64> = views.iter().filter_map(|v| v.median_gflops).collect();
+                let gflops_median = polylith_scoring::speed::median(&gflops);
                 let score = mean(views.iter().map(|v| v.ema));
                 let weight_u16 = mean(views.iter().map(|v| f64::from(v.weight_u16))).round() as u16;
                 let reward_share = lead
@@ -488,19 +488,6 @@ async fn axum_serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
-}
-
-fn median(v: &mut [f64]) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    Some(if v.len() % 2 == 0 {
-        (v[mid - 1] + v[mid]) / 2.0
-    } else {
-        v[mid]
-    })
 }
 
 fn mean(it: impl Iterator<Item = f64>) -> f64 {

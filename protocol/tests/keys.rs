@@ -302,6 +302,9 @@ fn new_keys_carry_a_phrase_that_restores_them() {
     let key = store.create("k").unwrap();
     let phrase = store.load("k").unwrap().phrase().unwrap().to_owned();
     assert_eq!(phrase.split(' ').count(), 12);
-    assert_eq!(Hotkey::from_mnemonic(&phrase).unwrap().public(), key.public());
+    assert_eq!(
+        Hotkey::from_mnemonic(&phrase).unwrap().public(),
+        key.public()
+    );
     assert_ne!(store.create("k2").unwrap().public(), key.public());
 }
