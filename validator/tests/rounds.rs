@@ -185,7 +185,10 @@ async fn replayed_commitment_fails_from_the_second_task_on() {
     );
     let m = &v.snapshot().miners[0];
     assert_eq!((m.verified, m.failed), (1, 1));
-    assert_eq!(m.ema, 0.25, "a failure halves the EMA with alpha 0.5");
+    assert_eq!(
+        m.ema, 0.0,
+        "evidence of cheating resets the EMA (a plain failure would only halve it)"
+    );
     assert!(
         v.metrics()
             .render()
