@@ -86,7 +86,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             );
         }
         eprintln!("press Ctrl-C to stop");
-        shutdown_signal().await;
+        super::shutdown_signal().await;
         subnet.shutdown().await;
         return Ok(());
     }
@@ -119,25 +119,4 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }
