@@ -100,110 +100,159 @@ pub fn find_stop(text: &str, stop: &[String]) -> Option<usize> {
     stop.iter().filter_map(|s| text.find(s.as_str())).min()
 }
 
+/// One sequence being decoded: its KV cache lives inside.
+pub trait Sequence: Send {
+    /// Appends `tokens` (at least one) after the positions already fed and returns the
+    /// vocabulary-sized logits after the last of them.
+    fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>>;
+}
+
+/// Turns tokens into next-token logits. The CPU [`Model`] and the CUDA engine both implement
+/// it, so that one generation loop ([`generate_with`]: sampling, EOS, stop strings, streaming)
+/// serves both and their outputs can be compared token by token.
+pub trait Decoder: Send + Sync {
+    /// A fresh sequence with an empty cache.
+    fn new_sequence(&self) -> Result<Box<dyn Sequence + '_>>;
+}
+
+struct CpuSequence<'a> {
+    model: &'a Model,
+    cache: KvCache,
+}
+
+impl Sequence for CpuSequence<'_> {
+    fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        last_row(&self.model.forward(tokens, &mut self.cache)?)
+    }
+}
+
+impl Decoder for Model {
+    fn new_sequence(&self) -> Result<Box<dyn Sequence + '_>> {
+        Ok(Box::new(CpuSequence {
+            model: self,
+            cache: KvCache::default(),
+        }))
+    }
+}
+
 impl Model {
-    /// Generates a completion of `prompt` (token ids, BOS included), calling `on_token` after
-    /// each token; returning `ControlFlow::Break` from it cancels with [`ModelError::Cancelled`].
+    /// Generates a completion of `prompt` (token ids, BOS included) on the CPU, calling
+    /// `on_token` after each token; returning `ControlFlow::Break` from it cancels with
+    /// [`ModelError::Cancelled`].
     pub fn generate(
         &self,
         prompt: &[u32],
         params: &SamplingParams,
-        mut on_token: impl FnMut(TokenEvent<'_>) -> ControlFlow<()>,
+        on_token: impl FnMut(TokenEvent<'_>) -> ControlFlow<()>,
     ) -> Result<Completion> {
-        params.validate()?;
-        if prompt.is_empty() {
-            return Err(ModelError::InvalidInput("empty prompt".into()));
-        }
-        let max_pos = self.config().max_position_embeddings;
-        if prompt.len() + params.max_tokens as usize > max_pos {
-            return Err(ModelError::InvalidInput(format!(
-                "prompt ({}) + max_tokens ({}) exceeds the model's {max_pos} positions",
-                prompt.len(),
-                params.max_tokens
-            )));
-        }
-        let mut out = Completion {
-            prompt_tokens: prompt.len(),
-            tokens: Vec::new(),
-            text: String::new(),
-            finish_reason: FinishReason::Length,
+        generate_with(self, self, prompt, params, on_token)
+    }
+}
+
+/// Generates a completion of `prompt` with `decoder` computing the logits and `model`
+/// supplying the tokenizer, EOS ids and position limit (the decoder must run `model`'s
+/// weights). See [`Model::generate`].
+pub fn generate_with(
+    decoder: &dyn Decoder,
+    model: &Model,
+    prompt: &[u32],
+    params: &SamplingParams,
+    mut on_token: impl FnMut(TokenEvent<'_>) -> ControlFlow<()>,
+) -> Result<Completion> {
+    params.validate()?;
+    if prompt.is_empty() {
+        return Err(ModelError::InvalidInput("empty prompt".into()));
+    }
+    let max_pos = model.config().max_position_embeddings;
+    if prompt.len() + params.max_tokens as usize > max_pos {
+        return Err(ModelError::InvalidInput(format!(
+            "prompt ({}) + max_tokens ({}) exceeds the model's {max_pos} positions",
+            prompt.len(),
+            params.max_tokens
+        )));
+    }
+    let mut out = Completion {
+        prompt_tokens: prompt.len(),
+        tokens: Vec::new(),
+        text: String::new(),
+        finish_reason: FinishReason::Length,
+    };
+    if params.max_tokens == 0 {
+        return Ok(out);
+    }
+    let k = usize::from(params.top_logprobs);
+    let hold_back = params.stop.iter().map(|s| s.len()).max().unwrap_or(1) - 1;
+    let mut seq = decoder.new_sequence()?;
+    let mut logits = seq.feed(prompt)?;
+    let mut ids = Vec::new();
+    let mut emitted = 0usize;
+    for step in 0..params.max_tokens {
+        let id = sampling::pick(&logits, params, step);
+        let lp = sampling::log_softmax(&logits);
+        let token = GeneratedToken {
+            id,
+            logprob: lp[id as usize] as f32,
+            top_logprobs: sampling::top_k(&lp, k)
+                .into_iter()
+                .map(|(id, l)| TopLogprob {
+                    id,
+                    logprob: l as f32,
+                })
+                .collect(),
         };
-        if params.max_tokens == 0 {
+        ids.push(id);
+        let text = model.tokenizer().decode(&ids)?;
+        let finish = if model.eos_token_ids().contains(&id) {
+            Some(FinishReason::Eos)
+        } else if find_stop(&text, &params.stop).is_some() {
+            Some(FinishReason::Stop)
+        } else if step + 1 == params.max_tokens {
+            Some(FinishReason::Length)
+        } else {
+            None
+        };
+        let final_text = match finish {
+            Some(_) => {
+                let cut = find_stop(&text, &params.stop).unwrap_or(text.len());
+                text[..cut].to_string()
+            }
+            None => text,
+        };
+        let mut end = if finish.is_some() {
+            final_text.len()
+        } else {
+            let mut e = final_text.len().saturating_sub(hold_back);
+            while e > emitted && !final_text.is_char_boundary(e) {
+                e -= 1;
+            }
+            // An incomplete UTF-8 sequence decodes to U+FFFD and may still change.
+            while final_text[..e].ends_with('\u{FFFD}') {
+                e -= '\u{FFFD}'.len_utf8();
+            }
+            e
+        };
+        end = end.max(emitted.min(final_text.len()));
+        let delta = final_text.get(emitted..end).unwrap_or("");
+        let flow = on_token(TokenEvent {
+            index: step,
+            token: &token,
+            text_delta: delta,
+            finish_reason: finish,
+        });
+        emitted = end;
+        out.tokens.push(token);
+        if flow.is_break() {
+            return Err(ModelError::Cancelled);
+        }
+        if let Some(f) = finish {
+            out.finish_reason = f;
+            out.text = final_text;
             return Ok(out);
         }
-        let k = usize::from(params.top_logprobs);
-        let hold_back = params.stop.iter().map(|s| s.len()).max().unwrap_or(1) - 1;
-        let mut cache = KvCache::default();
-        let mut logits = last_row(&self.forward(prompt, &mut cache)?)?;
-        let mut ids = Vec::new();
-        let mut emitted = 0usize;
-        for step in 0..params.max_tokens {
-            let id = sampling::pick(&logits, params, step);
-            let lp = sampling::log_softmax(&logits);
-            let token = GeneratedToken {
-                id,
-                logprob: lp[id as usize] as f32,
-                top_logprobs: sampling::top_k(&lp, k)
-                    .into_iter()
-                    .map(|(id, l)| TopLogprob {
-                        id,
-                        logprob: l as f32,
-                    })
-                    .collect(),
-            };
-            ids.push(id);
-            let text = self.tokenizer().decode(&ids)?;
-            let finish = if self.eos_token_ids().contains(&id) {
-                Some(FinishReason::Eos)
-            } else if find_stop(&text, &params.stop).is_some() {
-                Some(FinishReason::Stop)
-            } else if step + 1 == params.max_tokens {
-                Some(FinishReason::Length)
-            } else {
-                None
-            };
-            let final_text = match finish {
-                Some(_) => {
-                    let cut = find_stop(&text, &params.stop).unwrap_or(text.len());
-                    text[..cut].to_string()
-                }
-                None => text,
-            };
-            let mut end = if finish.is_some() {
-                final_text.len()
-            } else {
-                let mut e = final_text.len().saturating_sub(hold_back);
-                while e > emitted && !final_text.is_char_boundary(e) {
-                    e -= 1;
-                }
-                // An incomplete UTF-8 sequence decodes to U+FFFD and may still change.
-                while final_text[..e].ends_with('\u{FFFD}') {
-                    e -= '\u{FFFD}'.len_utf8();
-                }
-                e
-            };
-            end = end.max(emitted.min(final_text.len()));
-            let delta = final_text.get(emitted..end).unwrap_or("");
-            let flow = on_token(TokenEvent {
-                index: step,
-                token: &token,
-                text_delta: delta,
-                finish_reason: finish,
-            });
-            emitted = end;
-            out.tokens.push(token);
-            if flow.is_break() {
-                return Err(ModelError::Cancelled);
-            }
-            if let Some(f) = finish {
-                out.finish_reason = f;
-                out.text = final_text;
-                return Ok(out);
-            }
-            logits = last_row(&self.forward(&[id], &mut cache)?)?;
-        }
-        // max_tokens >= 1 and the last step always sets a finish reason.
-        Ok(out)
+        logits = seq.feed(&[id])?;
     }
+    // max_tokens >= 1 and the last step always sets a finish reason.
+    Ok(out)
 }
 
 fn last_row(logits: &candle_core::Tensor) -> Result<Vec<f32>> {

@@ -32,7 +32,10 @@ pub mod weights;
 
 pub use config::LlamaConfig;
 pub use error::{ModelError, Result};
-pub use generate::{Completion, FinishReason, GeneratedToken, TokenEvent, TopLogprob};
+pub use generate::{
+    Completion, Decoder, FinishReason, GeneratedToken, Sequence, TokenEvent, TopLogprob,
+    generate_with,
+};
 pub use model::{BUILTIN_SEED, KvCache, Model, builtin_config};
 pub use sampling::SamplingParams;
 pub use tokenizer::Tokenizer;
