@@ -13,7 +13,7 @@
 use polylith_miner::{BackendKind, Behaviour, GemmBackend, Miner, MinerConfig};
 use polylith_protocol::keys::Keystore;
 use polylith_protocol::metagraph::{Metagraph, Neuron, Role};
-use polylith_validator::{Validator, ValidatorConfig, ValidatorSnapshot};
+use polylith_validator::{TaskWeights, Validator, ValidatorConfig, ValidatorSnapshot};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,8 +22,56 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// The behaviours `polylith local` runs when none are given.
-pub const DEFAULT_MINERS: &str = "honest,honest,slow,lazy,random,replay";
+/// The behaviours `polylith local` runs when none are given: honest and slow miners, the GEMM
+/// cheats (lazy, random, replay) and two LLM cheats (another model, perturbed weights).
+pub const DEFAULT_MINERS: &str = "honest,honest,slow,lazy,random,replay,wrong-model,perturbed";
+
+/// Which task kinds the validators of a local subnet run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalTasks {
+    /// Proof-of-compute GEMM only.
+    Gemm,
+    /// LLM inference only.
+    Llm,
+    /// Both, weighted equally.
+    #[default]
+    All,
+}
+
+impl LocalTasks {
+    /// The validators' task weights.
+    pub fn weights(self) -> TaskWeights {
+        match self {
+            LocalTasks::Gemm => TaskWeights {
+                gemm: 1.0,
+                llm: 0.0,
+            },
+            LocalTasks::Llm => TaskWeights {
+                gemm: 0.0,
+                llm: 1.0,
+            },
+            LocalTasks::All => TaskWeights {
+                gemm: 1.0,
+                llm: 1.0,
+            },
+        }
+    }
+}
+
+impl std::str::FromStr for LocalTasks {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "gemm" => Ok(LocalTasks::Gemm),
+            "llm" => Ok(LocalTasks::Llm),
+            "all" => Ok(LocalTasks::All),
+            other => Err(format!(
+                "unknown task {other:?} (expected gemm, llm or all)"
+            )),
+        }
+    }
+}
 
 /// Stake of the first validator; each later one holds a little less, so dividends differ.
 const BASE_STAKE: u64 = 1_000_000;
@@ -79,6 +127,12 @@ pub struct LocalOptions {
     pub round_interval_ms: u64,
     /// Smallest and largest GEMM dimension the validators draw.
     pub gemm_dims: (u32, u32),
+    /// Task kinds the validators run.
+    pub tasks: LocalTasks,
+    /// The subnet's LLM (`builtin` or a checkpoint directory), served by every miner.
+    pub model: String,
+    /// Completion tokens per LLM query.
+    pub llm_max_tokens: u32,
 }
 
 impl LocalOptions {
@@ -91,6 +145,9 @@ impl LocalOptions {
             backend: BackendKind::Cpu,
             round_interval_ms: 2_000,
             gemm_dims: (192, 384),
+            tasks: LocalTasks::All,
+            model: "builtin".to_string(),
+            llm_max_tokens: 24,
         }
     }
 }
@@ -250,6 +307,9 @@ impl LocalSubnet {
                     round_interval_ms: opts.round_interval_ms,
                     gemm_min_dim: opts.gemm_dims.0,
                     gemm_max_dim: opts.gemm_dims.1,
+                    task_weights: opts.tasks.weights(),
+                    llm_model: opts.model.clone(),
+                    llm_max_tokens: opts.llm_max_tokens,
                     ..ValidatorConfig::default()
                 };
                 let validator = Validator::new(config, key)?;
@@ -292,6 +352,7 @@ impl LocalSubnet {
                     metagraph: metagraph_path.clone(),
                     backend: opts.backend,
                     behaviour,
+                    model: (opts.tasks != LocalTasks::Gemm).then(|| opts.model.clone()),
                     ..MinerConfig::default()
                 };
                 let miner = Miner::new(config, key, backend.clone())?;
@@ -395,6 +456,10 @@ impl LocalSubnet {
                 let failed = views.iter().map(|v| v.failed).sum();
                 let gflops: Vec<f64> = views.iter().filter_map(|v| v.median_gflops).collect();
                 let gflops_median = polylith_scoring::speed::median(&gflops);
+                let rates: Vec<f64> = views.iter().filter_map(|v| v.median_tokens_per_s).collect();
+                let ttfts: Vec<f64> = views.iter().filter_map(|v| v.median_ttft_s).collect();
+                let tokens_checked: u64 = views.iter().map(|v| v.tokens_checked).sum();
+                let tokens_passed: u64 = views.iter().map(|v| v.tokens_passed).sum();
                 let score = mean(views.iter().map(|v| v.ema));
                 let weight_u16 = mean(views.iter().map(|v| f64::from(v.weight_u16))).round() as u16;
                 let reward_share = lead
@@ -433,6 +498,10 @@ impl LocalSubnet {
                     verified,
                     failed,
                     gflops_median,
+                    tokens_checked,
+                    tokens_passed,
+                    tokens_per_s_median: polylith_scoring::speed::median(&rates),
+                    ttft_median_s: polylith_scoring::speed::median(&ttfts),
                     score,
                     weight_u16,
                     reward_share,
@@ -510,6 +579,14 @@ pub struct MinerRow {
     pub failed: u64,
     /// Median verified throughput over validators, GFLOP/s.
     pub gflops_median: Option<f64>,
+    /// LLM completion tokens checked, summed over validators.
+    pub tokens_checked: u64,
+    /// LLM tokens that passed verification, summed over validators.
+    pub tokens_passed: u64,
+    /// Median verified LLM rate over validators, tokens/s.
+    pub tokens_per_s_median: Option<f64>,
+    /// Median verified LLM time to first token over validators, seconds.
+    pub ttft_median_s: Option<f64>,
     /// EMA score, mean over validators, in [0, 1].
     pub score: f64,
     /// The validators' published weight for it, mean, u16.
@@ -561,6 +638,13 @@ pub fn short_hotkey(ss58: &str) -> String {
     format!("{head}…{tail}")
 }
 
+impl MinerRow {
+    /// Share of its LLM tokens that passed verification; `None` before any was checked.
+    pub fn tokens_verified_share(&self) -> Option<f64> {
+        (self.tokens_checked > 0).then(|| self.tokens_passed as f64 / self.tokens_checked as f64)
+    }
+}
+
 impl Report {
     /// The human-readable leaderboard.
     pub fn to_table(&self) -> String {
@@ -569,13 +653,15 @@ impl Report {
         let _ = writeln!(out, "Polylith local subnet: {} rounds\n", self.rounds);
         let _ = writeln!(
             out,
-            "{:>3}  {:<12} {:<8} {:>8} {:>6} {:>10} {:>6} {:>7} {:>7}  reason",
+            "{:>3}  {:<12} {:<13} {:>8} {:>6} {:>8} {:>7} {:>8} {:>6} {:>7} {:>7}  reason",
             "uid",
             "hotkey",
             "behaviour",
             "verified",
             "failed",
             "GFLOP/s",
+            "tok/s",
+            "tokens",
             "score",
             "weight",
             "reward"
@@ -583,7 +669,7 @@ impl Report {
         for m in &self.miners {
             let _ = writeln!(
                 out,
-                "{:>3}  {:<12} {:<8} {:>8} {:>6} {:>10} {:>6.3} {:>7} {:>6.1}%  {}",
+                "{:>3}  {:<12} {:<13} {:>8} {:>6} {:>8} {:>7} {:>8} {:>6.3} {:>7} {:>6.1}%  {}",
                 m.uid,
                 short_hotkey(&m.hotkey),
                 m.behaviour,
@@ -591,6 +677,12 @@ impl Report {
                 m.failed,
                 m.gflops_median
                     .map(|g| format!("{g:.1}"))
+                    .unwrap_or_else(|| "-".into()),
+                m.tokens_per_s_median
+                    .map(|g| format!("{g:.0}"))
+                    .unwrap_or_else(|| "-".into()),
+                m.tokens_verified_share()
+                    .map(|s| format!("{:.1}%", s * 100.0))
                     .unwrap_or_else(|| "-".into()),
                 m.score,
                 m.weight_u16,

@@ -176,8 +176,8 @@ pub struct MinerConfig {
     pub max_open_rows: usize,
     /// Compute backend.
     pub backend: BackendKind,
-    /// LLM served on `/v1/completions`: `builtin` or a checkpoint directory; none disables
-    /// the LLM endpoints (they answer 404 `unknown_model`).
+    /// LLM served on `/v1/completions`: `builtin` (the default) or a checkpoint directory;
+    /// absent or `none` disables the LLM endpoints (they answer 404 `unknown_model`).
     pub model: Option<String>,
     /// Honest or one of the adversarial behaviours.
     pub behaviour: Behaviour,
@@ -208,7 +208,7 @@ impl Default for MinerConfig {
             max_gemm_dim: 8192,
             max_open_rows: 1024,
             backend: BackendKind::Auto,
-            model: None,
+            model: Some("builtin".to_string()),
             behaviour: Behaviour::Honest,
             slow_delay_ms: 200,
             slow_factor: 2.0,

@@ -1,13 +1,10 @@
 //! The LLM task: OpenAI-compatible `POST /v1/completions` and `POST /v1/chat/completions` on
 //! top of `polylith-model`, with optional SSE streaming.
 //!
-//! Streams are `text/event-stream`: one `data: {chunk}\n\n` event per token, then
-//! `event: receipt\ndata: {receipt}\n\n` and `data: [DONE]\n\n`. The receipt's
-//! `response_hash` is blake3 of every byte sent before the receipt event.
-//!
-//! Besides the OpenAI fields, every response carries a `polylith` object with the prompt and
-//! completion token ids, per-token logprobs and the model hash, which is what a validator
-//! needs for `polylith_model::verify`.
+//! The wire types and the stream framing are in `polylith_protocol::llm`. Besides the OpenAI
+//! fields, every response carries a `polylith` object with the prompt and completion token
+//! ids, per-token logprobs and the model hash, which is what a validator needs for
+//! `polylith_model::verify`.
 
 use crate::auth::{Authenticated, ReceiptInfo, make_receipt, reply_json};
 use crate::config::Behaviour;
@@ -21,15 +18,18 @@ use axum::response::{IntoResponse, Response};
 use polylith_model::{
     Completion, FinishReason, GeneratedToken, Model, ModelError, SamplingParams, TopLogprob,
 };
+use polylith_protocol::llm::{
+    ChatMessage, ChatRequest, Choice, CompletionRequest, CompletionResponse, PolylithExtra,
+    Sampling, Stop, StreamChunk, Usage, chat_prompt,
+};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
 /// Relative weight noise of the `perturbed` adversary.
-const PERTURB_REL: f64 = 0.05;
+const PERTURB_REL: f64 = 0.01;
 /// Seed of the `wrong-model` adversary's weights (any seed but the real one).
 const WRONG_MODEL_SEED: u64 = 0xBAD_5EED;
 
@@ -73,191 +73,6 @@ impl ServedModel {
             }
         }
     }
-}
-
-/// `stop`: one string or a list, as in the OpenAI API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Stop {
-    /// A single stop string.
-    One(String),
-    /// Several stop strings.
-    Many(Vec<String>),
-}
-
-impl Stop {
-    fn into_vec(self) -> Vec<String> {
-        match self {
-            Stop::One(s) => vec![s],
-            Stop::Many(v) => v,
-        }
-    }
-}
-
-/// Sampling fields shared by both endpoints.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Sampling {
-    /// Model name or hash; absent means the served model.
-    #[serde(default)]
-    pub model: Option<String>,
-    /// Most completion tokens (default 16).
-    #[serde(default = "default_max_tokens")]
-    pub max_tokens: u32,
-    /// 0 = greedy (default 1, as in the OpenAI API).
-    #[serde(default = "one")]
-    pub temperature: f32,
-    /// Nucleus mass (default 1).
-    #[serde(default = "one")]
-    pub top_p: f32,
-    /// Seed of the sampling draws (default 0).
-    #[serde(default)]
-    pub seed: u64,
-    /// Stop strings.
-    #[serde(default)]
-    pub stop: Option<Stop>,
-    /// Stream tokens as server-sent events.
-    #[serde(default)]
-    pub stream: bool,
-}
-
-fn default_max_tokens() -> u32 {
-    16
-}
-fn one() -> f32 {
-    1.0
-}
-
-/// `POST /v1/completions` body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CompletionRequest {
-    /// Prompt text (BOS is added by the miner).
-    pub prompt: String,
-    /// Alternatives per token, 0..=20 (OpenAI's integer `logprobs`).
-    #[serde(default)]
-    pub logprobs: Option<u8>,
-    /// Sampling fields.
-    #[serde(flatten)]
-    pub sampling: Sampling,
-}
-
-/// One chat message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChatMessage {
-    /// `system`, `user` or `assistant`.
-    pub role: String,
-    /// The text.
-    pub content: String,
-}
-
-/// `POST /v1/chat/completions` body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChatRequest {
-    /// The conversation.
-    pub messages: Vec<ChatMessage>,
-    /// Whether to return logprobs.
-    #[serde(default)]
-    pub logprobs: bool,
-    /// Alternatives per token when `logprobs` is set, 0..=20.
-    #[serde(default)]
-    pub top_logprobs: Option<u8>,
-    /// Sampling fields.
-    #[serde(flatten)]
-    pub sampling: Sampling,
-}
-
-/// The prompt text of a chat: one `role: content` line per message, then `assistant: `.
-pub fn chat_prompt(messages: &[ChatMessage]) -> String {
-    let mut s = String::new();
-    for m in messages {
-        s.push_str(&m.role);
-        s.push_str(": ");
-        s.push_str(&m.content);
-        s.push('\n');
-    }
-    s.push_str("assistant: ");
-    s
-}
-
-/// Token usage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Usage {
-    /// Prompt tokens (BOS included).
-    pub prompt_tokens: usize,
-    /// Completion tokens.
-    pub completion_tokens: usize,
-    /// Their sum.
-    pub total_tokens: usize,
-}
-
-/// What a validator needs to verify a completion.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PolylithExtra {
-    /// Prompt ids (BOS included).
-    pub prompt_token_ids: Vec<u32>,
-    /// Completion tokens with logprobs and alternatives.
-    pub tokens: Vec<GeneratedToken>,
-    /// `stop`, `length` or `eos`.
-    pub finish_reason: String,
-    /// Hash of the model the miner says it ran, hex.
-    pub model_hash: String,
-}
-
-/// One choice of a non-streamed response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Choice {
-    /// Always 0.
-    pub index: u32,
-    /// Completion text (`/v1/completions`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub text: Option<String>,
-    /// Assistant message (`/v1/chat/completions`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<ChatMessage>,
-    /// Per-token logprobs when requested.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub logprobs: Option<Vec<GeneratedToken>>,
-    /// `stop`, `length` or `eos`.
-    pub finish_reason: String,
-}
-
-/// A non-streamed response of either endpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CompletionResponse {
-    /// Random id.
-    pub id: String,
-    /// `text_completion` or `chat.completion`.
-    pub object: String,
-    /// Unix seconds.
-    pub created: u64,
-    /// Model name.
-    pub model: String,
-    /// One choice.
-    pub choices: Vec<Choice>,
-    /// Token counts.
-    pub usage: Usage,
-    /// Verification data.
-    pub polylith: PolylithExtra,
-}
-
-/// One streamed token event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StreamChunk {
-    /// Same id for every chunk of a response.
-    pub id: String,
-    /// `text_completion` or `chat.completion.chunk`.
-    pub object: String,
-    /// 0-based token index.
-    pub index: u32,
-    /// Newly final text.
-    pub text: String,
-    /// The token (with logprob and alternatives).
-    pub token: GeneratedToken,
-    /// Set on the last token.
-    #[serde(default)]
-    pub finish_reason: Option<String>,
-    /// Set on the last token.
-    #[serde(default)]
-    pub usage: Option<Usage>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -441,7 +256,23 @@ async fn serve(
             .map_err(model_error)
             .and_then(|prompt| {
                 let completion = if random {
-                    Ok(random_completion(model, prompt.len(), &params))
+                    let c = random_completion(model, prompt.len(), &params);
+                    ttft_us = started.elapsed().as_micros() as u64;
+                    if streaming {
+                        let last = c.tokens.len().saturating_sub(1);
+                        for (i, token) in c.tokens.iter().enumerate() {
+                            let sent = tx.blocking_send(Event::Token {
+                                index: i as u32,
+                                token: token.clone(),
+                                text: if i == last { c.text.clone() } else { String::new() },
+                                finish: (i == last).then_some(c.finish_reason),
+                            });
+                            if sent.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    Ok(c)
                 } else {
                     model
                         .generate(&prompt, &params, |ev| {

@@ -132,8 +132,10 @@ impl Miner {
         let metagraph = MetagraphHandle::open(config.metagraph.clone())?;
         let metrics = MinerMetrics::new(backend.name())?;
         let model = match &config.model {
-            Some(spec) => Some(crate::llm::ServedModel::load(spec, config.behaviour)?),
-            None => None,
+            Some(spec) if spec != "none" => {
+                Some(crate::llm::ServedModel::load(spec, config.behaviour)?)
+            }
+            _ => None,
         };
         let public = hotkey.public();
         let inner = MinerInner {

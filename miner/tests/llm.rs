@@ -5,9 +5,9 @@
 mod common;
 
 use common::{TestMiner, error_reason, test_config};
-use polylith_miner::llm::{CompletionResponse, StreamChunk};
 use polylith_miner::{Behaviour, MinerConfig};
 use polylith_model::{Claim, Model, ModelId, SamplingParams, Tolerances, verify};
+use polylith_protocol::llm::{CompletionResponse, StreamChunk};
 use polylith_protocol::signing::Receipt;
 use serde_json::json;
 

@@ -6,27 +6,7 @@ use crate::sampling::{self, SamplingParams};
 use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
 
-/// One alternative token and its log-probability.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct TopLogprob {
-    /// Token id.
-    pub id: u32,
-    /// log-softmax of the unmodified (temperature 1) logits.
-    pub logprob: f32,
-}
-
-/// A generated token as a miner reports it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GeneratedToken {
-    /// Token id.
-    pub id: u32,
-    /// Its log-probability under the unmodified logits (temperature 1, no top-p), so that the
-    /// value does not depend on the sampling parameters.
-    pub logprob: f32,
-    /// The `top_logprobs` highest alternatives, sorted by (logprob desc, id asc).
-    #[serde(default)]
-    pub top_logprobs: Vec<TopLogprob>,
-}
+pub use polylith_protocol::llm::{GeneratedToken, TopLogprob};
 
 /// Why generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

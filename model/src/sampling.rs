@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 const TAG_SAMPLE: u64 = 0x5A4D;
 
 /// Most alternatives a caller may ask for per token.
-pub const MAX_TOP_LOGPROBS: usize = 20;
+pub const MAX_TOP_LOGPROBS: usize = polylith_protocol::llm::MAX_TOP_LOGPROBS as usize;
 
 /// What to generate and how.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -44,6 +44,75 @@ pub fn relative_latency(latencies: &[Option<f64>]) -> Vec<f64> {
         .collect()
 }
 
+/// Scores in [0, 1] relative to the round's median with a bounded bonus: a measurement
+/// `cap`× better than the median (or more) scores 1, the median scores `1/cap`, and a miner
+/// k× worse than the median scores `1/(k·cap)`. `lower_is_better` flips the ratio (latencies).
+///
+/// Anchoring on the median rather than the best keeps one very fast (or lying-fast) outlier
+/// from crushing everyone else's score, and the cap bounds what the fastest can take.
+/// Failures (`None`, non-finite, ≤ 0) score 0; a `cap` below 1 or non-finite counts as 1.
+pub fn median_relative(values: &[Option<f64>], lower_is_better: bool, cap: f64) -> Vec<f64> {
+    let cap = if cap.is_finite() && cap >= 1.0 {
+        cap
+    } else {
+        1.0
+    };
+    let ok: Vec<f64> = values.iter().filter_map(|x| usable(*x)).collect();
+    let Some(mid) = median(&ok) else {
+        return vec![0.0; values.len()];
+    };
+    values
+        .iter()
+        .map(|x| match usable(*x) {
+            Some(v) => {
+                let ratio = if lower_is_better { mid / v } else { v / mid };
+                (ratio / cap).clamp(0.0, 1.0)
+            }
+            None => 0.0,
+        })
+        .collect()
+}
+
+/// The LLM task's round scores in [0, 1]: `ttft_weight` × the median-relative time to first
+/// token plus the rest × the median-relative decode rate (tokens/s), both with the bonus
+/// bounded by `cap` (see [`median_relative`]). A query missing either measurement scores 0.
+pub fn llm_speed(
+    ttft_s: &[Option<f64>],
+    tokens_per_s: &[Option<f64>],
+    ttft_weight: f64,
+    cap: f64,
+) -> Vec<f64> {
+    let w = if ttft_weight.is_finite() {
+        ttft_weight.clamp(0.0, 1.0)
+    } else {
+        0.5
+    };
+    let n = ttft_s.len().max(tokens_per_s.len());
+    let both: Vec<bool> = (0..n)
+        .map(|i| {
+            usable(ttft_s.get(i).copied().flatten()).is_some()
+                && usable(tokens_per_s.get(i).copied().flatten()).is_some()
+        })
+        .collect();
+    let pick = |v: &[Option<f64>]| -> Vec<Option<f64>> {
+        (0..n)
+            .map(|i| {
+                if both.get(i).copied().unwrap_or(false) {
+                    v.get(i).copied().flatten()
+                } else {
+                    None
+                }
+            })
+            .collect()
+    };
+    let t = median_relative(&pick(ttft_s), true, cap);
+    let r = median_relative(&pick(tokens_per_s), false, cap);
+    t.iter()
+        .zip(&r)
+        .map(|(a, b)| (w * a + (1.0 - w) * b).clamp(0.0, 1.0))
+        .collect()
+}
+
 /// Weighted mean of per-task score vectors: `Σ wₜ·sₜ[i] / Σ wₜ` over tasks with a finite,
 /// positive weight. Result has length `n`; missing entries of a shorter vector count as 0.
 /// With no usable weight every score is 0.
@@ -187,7 +256,67 @@ mod tests {
         assert_eq!(median(&[]), None);
     }
 
+    #[test]
+    fn median_relative_bounds_the_fastest_and_anchors_on_the_median() {
+        let s = median_relative(
+            &[Some(1.0), Some(2.0), Some(4.0), Some(100.0), None],
+            false,
+            2.0,
+        );
+        // Median of (1, 2, 4, 100) is 3.
+        assert!((s[0] - 1.0 / 6.0).abs() < 1e-12);
+        assert!((s[1] - 2.0 / 6.0).abs() < 1e-12);
+        assert!((s[2] - 4.0 / 6.0).abs() < 1e-12);
+        assert_eq!(s[3], 1.0, "33× the median earns no more than 2×");
+        assert_eq!(s[4], 0.0);
+        let l = median_relative(&[Some(0.1), Some(0.2), Some(0.4)], true, 2.0);
+        assert_eq!(l, vec![1.0, 0.5, 0.25]);
+    }
+
+    #[test]
+    fn llm_speed_mixes_ttft_and_rate_and_zeroes_incomplete_measurements() {
+        let s = llm_speed(
+            &[Some(0.1), Some(0.2), Some(0.1), None],
+            &[Some(100.0), Some(100.0), Some(f64::NAN), Some(500.0)],
+            0.5,
+            2.0,
+        );
+        // Usable: miners 0 and 1. ttft median 0.15, rate median 100.
+        assert!((s[0] - (0.5 * 0.75 + 0.5 * 0.5)).abs() < 1e-12);
+        assert!((s[1] - (0.5 * 0.375 + 0.5 * 0.5)).abs() < 1e-12);
+        assert_eq!(s[2], 0.0);
+        assert_eq!(s[3], 0.0);
+        assert!(llm_speed(&[], &[], 0.5, 2.0).is_empty());
+    }
+
     proptest! {
+        #[test]
+        fn llm_speed_in_unit_interval_and_scale_free(xs in proptest::collection::vec((1e-3f64..1e3, 1e-3f64..1e4), 1..20), k in 1e-2f64..1e2, w in 0.0f64..1.0, cap in 1.0f64..8.0) {
+            let t: Vec<Option<f64>> = xs.iter().map(|x| Some(x.0)).collect();
+            let r: Vec<Option<f64>> = xs.iter().map(|x| Some(x.1)).collect();
+            let s = llm_speed(&t, &r, w, cap);
+            prop_assert!(s.iter().all(|v| (0.0..=1.0).contains(v)));
+            let ts: Vec<Option<f64>> = t.iter().map(|x| x.map(|v| v * k)).collect();
+            let rs: Vec<Option<f64>> = r.iter().map(|x| x.map(|v| v * k)).collect();
+            let s2 = llm_speed(&ts, &rs, w, cap);
+            for (a, b) in s.iter().zip(&s2) {
+                prop_assert!((a - b).abs() < 1e-9);
+            }
+        }
+
+        #[test]
+        fn faster_rate_never_scores_lower(xs in proptest::collection::vec(1e-3f64..1e4, 2..20), cap in 1.0f64..8.0) {
+            let v: Vec<Option<f64>> = xs.iter().copied().map(Some).collect();
+            let s = median_relative(&v, false, cap);
+            for i in 0..xs.len() {
+                for j in 0..xs.len() {
+                    if xs[i] > xs[j] {
+                        prop_assert!(s[i] >= s[j]);
+                    }
+                }
+            }
+        }
+
         #[test]
         fn relative_scores_in_unit_interval_with_a_one(xs in proptest::collection::vec(proptest::option::of(any::<f64>()), 0..40)) {
             let s = relative_throughput(&xs);

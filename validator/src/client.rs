@@ -3,6 +3,7 @@
 use crate::task::{Failure, FailureReason};
 use polylith_protocol::Hash32;
 use polylith_protocol::keys::{Hotkey, PublicKey};
+use polylith_protocol::llm::{RECEIPT_EVENT, SseEvent, parse_sse};
 use polylith_protocol::signing::{H_RECEIPT, Receipt, RequestEnvelope};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -22,6 +23,19 @@ pub struct Exchange {
     /// The verified receipt.
     pub receipt: Receipt,
     /// From handing the request to the client until the whole body was read.
+    pub elapsed: Duration,
+}
+
+/// A streamed response whose receipt was verified.
+#[derive(Debug, Clone)]
+pub struct StreamExchange {
+    /// The events the receipt covers (everything before the receipt event).
+    pub events: Vec<SseEvent>,
+    /// The verified receipt.
+    pub receipt: Receipt,
+    /// From handing the request to the client until the first complete event arrived.
+    pub first_event: Duration,
+    /// From handing the request to the client until the stream ended.
     pub elapsed: Duration,
 }
 
@@ -174,6 +188,111 @@ impl SignedClient {
         Ok(Exchange {
             body,
             receipt,
+            elapsed,
+        })
+    }
+
+    /// POSTs a streaming request (`text/event-stream` response) like [`Self::post_signed`],
+    /// recording when the first complete event arrived. The receipt is the stream's
+    /// `event: receipt` and covers every byte before it; the body is returned up to that event.
+    pub async fn post_signed_stream(
+        &self,
+        base: &str,
+        receiver: &PublicKey,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<StreamExchange, Failure> {
+        let envelope = RequestEnvelope::sign(&self.key, receiver, "POST", path, &body, now_ms());
+        let request_hash: Hash32 = envelope.request_hash("POST", path);
+        let url = format!("{}{}", base.trim_end_matches('/'), path);
+        let mut req = self
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "text/event-stream")
+            .body(body);
+        for (name, value) in envelope.to_headers() {
+            req = req.header(name, value);
+        }
+        let started = Instant::now();
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| transport_failure(&e, &format!("POST {url}")))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = self.read_body(resp).await?;
+            let reason = error_reason(&body);
+            return Err(Failure::new(
+                FailureReason::HttpStatus,
+                format!(
+                    "POST {path}: HTTP {} ({})",
+                    status.as_u16(),
+                    reason.unwrap_or_else(|| "no reason given".to_string())
+                ),
+            ));
+        }
+        let mut all = Vec::new();
+        let mut first_event = None;
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| transport_failure(&e, "reading the stream"))?
+        {
+            if all.len().saturating_add(chunk.len()) > self.max_body {
+                return Err(Failure::new(
+                    FailureReason::ResponseTooLarge,
+                    format!("stream exceeds {} bytes", self.max_body),
+                ));
+            }
+            all.extend_from_slice(&chunk);
+            if first_event.is_none() && all.windows(2).any(|w| w == b"\n\n") {
+                first_event = Some(started.elapsed());
+            }
+        }
+        let elapsed = started.elapsed();
+        let text = String::from_utf8(all).map_err(|_| {
+            Failure::new(FailureReason::Malformed, "stream is not UTF-8".to_string())
+        })?;
+        let events = parse_sse(&text);
+        let Some(receipt_event) = events
+            .iter()
+            .find(|e| e.event.as_deref() == Some(RECEIPT_EVENT))
+        else {
+            let err = events
+                .iter()
+                .find(|e| e.event.as_deref() == Some("error"))
+                .map(|e| e.data.clone());
+            return Err(match err {
+                Some(e) => Failure::new(
+                    FailureReason::HttpStatus,
+                    format!("POST {path}: the stream ended with an error: {e}"),
+                ),
+                None => Failure::new(
+                    FailureReason::BadReceipt,
+                    format!("POST {path}: the stream has no receipt event"),
+                ),
+            });
+        };
+        let covered = text.get(..receipt_event.start).unwrap_or_default();
+        let receipt: Receipt = serde_json::from_str(&receipt_event.data).map_err(|e| {
+            Failure::new(
+                FailureReason::BadReceipt,
+                format!("POST {path}: unparsable receipt: {e}"),
+            )
+        })?;
+        receipt
+            .verify(receiver, &request_hash, covered.as_bytes())
+            .map_err(|e| {
+                Failure::new(
+                    FailureReason::BadReceipt,
+                    format!("POST {path}: receipt rejected: {e}"),
+                )
+            })?;
+        Ok(StreamExchange {
+            events: parse_sse(covered),
+            receipt,
+            first_event: first_event.unwrap_or(elapsed),
             elapsed,
         })
     }

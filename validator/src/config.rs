@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 pub struct TaskWeights {
     /// Proof-of-compute GEMM.
     pub gemm: f64,
-    /// LLM inference (not implemented by this validator yet; must be 0).
+    /// LLM inference.
     pub llm: f64,
 }
 
@@ -24,7 +24,7 @@ impl Default for TaskWeights {
     fn default() -> Self {
         Self {
             gemm: 1.0,
-            llm: 0.0,
+            llm: 1.0,
         }
     }
 }
@@ -61,6 +61,16 @@ pub struct ValidatorConfig {
     /// Rows opened per GEMM query (capped at n); the default makes a miner that computed half
     /// the rows pass with probability below 1e-4.
     pub open_rows: u32,
+    /// The subnet's LLM: `builtin` or a Hugging Face checkpoint directory. Miners must serve
+    /// the same weights (checked by hash).
+    pub llm_model: String,
+    /// Completion tokens asked for per LLM query.
+    pub llm_max_tokens: u32,
+    /// Share of the LLM speed score given to time to first token (the rest: tokens/s).
+    pub llm_ttft_weight: f64,
+    /// Bonus bound of the LLM speed score: this many times the round's median speed earns
+    /// the full score, and no more.
+    pub llm_speed_cap: f64,
     /// EMA smoothing factor in (0, 1]: the weight of the newest round.
     pub ema_alpha: f64,
     /// Weighting between task kinds.
@@ -96,6 +106,10 @@ impl Default for ValidatorConfig {
             gemm_max_dim: 384,
             gemm_dtype: Dtype::F32,
             open_rows: default_open_rows(),
+            llm_model: "builtin".to_string(),
+            llm_max_tokens: 24,
+            llm_ttft_weight: 0.3,
+            llm_speed_cap: 2.0,
             ema_alpha: 0.2,
             task_weights: TaskWeights::default(),
             rounds: 0,
@@ -148,13 +162,31 @@ impl ValidatorConfig {
         if !(w.gemm.is_finite() && w.gemm >= 0.0 && w.llm.is_finite() && w.llm >= 0.0) {
             return bad("task weights must be finite and non-negative".to_string());
         }
-        if w.llm > 0.0 {
-            return bad(
-                "task_weights.llm: the LLM task is not available in this validator yet".into(),
-            );
-        }
-        if w.gemm <= 0.0 {
+        if w.gemm <= 0.0 && w.llm <= 0.0 {
             return bad("at least one task weight must be positive".to_string());
+        }
+        if w.llm > 0.0 {
+            if self.llm_max_tokens == 0 || self.llm_max_tokens > 4096 {
+                return bad(format!(
+                    "llm_max_tokens ({}) must be in 1..=4096",
+                    self.llm_max_tokens
+                ));
+            }
+            if !(0.0..=1.0).contains(&self.llm_ttft_weight) {
+                return bad(format!(
+                    "llm_ttft_weight ({}) must be in [0, 1]",
+                    self.llm_ttft_weight
+                ));
+            }
+            if !(self.llm_speed_cap.is_finite() && self.llm_speed_cap >= 1.0) {
+                return bad(format!(
+                    "llm_speed_cap ({}) must be a number >= 1",
+                    self.llm_speed_cap
+                ));
+            }
+            if self.llm_model.trim().is_empty() {
+                return bad("llm_model must name `builtin` or a checkpoint directory".into());
+            }
         }
         if self.query_timeout_ms == 0 || self.peer_timeout_ms == 0 {
             return bad("timeouts must be positive".to_string());
@@ -180,6 +212,25 @@ mod tests {
         assert!(c.metrics_listen.ip().is_loopback());
         assert_eq!((c.gemm_min_dim, c.gemm_max_dim), (192, 384));
         assert_eq!(c.open_rows, 14, "0.5^14 < 1e-4 <= 0.5^13");
+        assert_eq!(
+            c.task_weights,
+            TaskWeights {
+                gemm: 1.0,
+                llm: 1.0
+            },
+            "both tasks by default"
+        );
+        // A GEMM-only validator is valid (the LLM settings are then not used).
+        ValidatorConfig {
+            task_weights: TaskWeights {
+                gemm: 1.0,
+                llm: 0.0,
+            },
+            llm_max_tokens: 0,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
     }
 
     #[test]
@@ -228,8 +279,20 @@ mod tests {
             ValidatorConfig {
                 task_weights: TaskWeights {
                     gemm: 1.0,
-                    llm: 1.0,
+                    llm: -1.0,
                 },
+                ..Default::default()
+            },
+            ValidatorConfig {
+                llm_max_tokens: 0,
+                ..Default::default()
+            },
+            ValidatorConfig {
+                llm_ttft_weight: 1.5,
+                ..Default::default()
+            },
+            ValidatorConfig {
+                llm_speed_cap: f64::NAN,
                 ..Default::default()
             },
             ValidatorConfig {

@@ -33,6 +33,10 @@ pub struct ValidatorMetrics {
     pub query_latency: HistogramVec,
     /// `polylith_validator_miner_throughput_flops{miner_uid}`.
     pub miner_throughput: GaugeVec,
+    /// `polylith_validator_miner_tokens_per_second{miner_uid}`.
+    pub miner_tokens_per_second: GaugeVec,
+    /// `polylith_validator_llm_tokens_total{outcome}` (`verified` or `rejected`).
+    pub llm_tokens: IntCounterVec,
     /// `polylith_validator_miner_score{miner_uid}`.
     pub miner_score: GaugeVec,
     /// `polylith_validator_miner_weight{miner_uid}`.
@@ -104,6 +108,20 @@ impl ValidatorMetrics {
                 "Last verified GEMM throughput, FLOP/s",
             ),
             &["miner_uid"],
+        )?;
+        let miner_tokens_per_second = GaugeVec::new(
+            Opts::new(
+                "polylith_validator_miner_tokens_per_second",
+                "Last verified LLM completion rate (tokens over the whole exchange), tokens/s",
+            ),
+            &["miner_uid"],
+        )?;
+        let llm_tokens = IntCounterVec::new(
+            Opts::new(
+                "polylith_validator_llm_tokens_total",
+                "LLM completion tokens checked, by verdict (rejected: at or after the first failing token)",
+            ),
+            &["outcome"],
         )?;
         let miner_score = GaugeVec::new(
             Opts::new("polylith_validator_miner_score", "EMA score"),
@@ -177,6 +195,8 @@ impl ValidatorMetrics {
             Box::new(verification_failures.clone()),
             Box::new(query_latency.clone()),
             Box::new(miner_throughput.clone()),
+            Box::new(miner_tokens_per_second.clone()),
+            Box::new(llm_tokens.clone()),
             Box::new(miner_score.clone()),
             Box::new(miner_weight.clone()),
             Box::new(miner_reward_share.clone()),
@@ -198,6 +218,9 @@ impl ValidatorMetrics {
         for task in TASKS {
             query_latency.with_label_values(&[task]);
         }
+        for outcome in ["verified", "rejected"] {
+            llm_tokens.with_label_values(&[outcome]);
+        }
         Ok(Self {
             registry,
             build_info,
@@ -208,6 +231,8 @@ impl ValidatorMetrics {
             verification_failures,
             query_latency,
             miner_throughput,
+            miner_tokens_per_second,
+            llm_tokens,
             miner_score,
             miner_weight,
             miner_reward_share,
@@ -255,6 +280,7 @@ mod tests {
             .inc();
         m.miner_throughput.with_label_values(&["1"]).set(1.0);
         m.miner_score.with_label_values(&["1"]).set(1.0);
+        m.miner_tokens_per_second.with_label_values(&["1"]).set(1.0);
         m.miner_weight.with_label_values(&["1"]).set(1.0);
         m.miner_reward_share.with_label_values(&["1"]).set(1.0);
         m.dividend_share.with_label_values(&["0"]).set(1.0);

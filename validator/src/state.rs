@@ -27,21 +27,48 @@ pub struct MinerStats {
     pub last_failure: Option<Failure>,
     /// Last verified GEMM throughputs, FLOP/s, oldest first.
     pub recent_flops: VecDeque<f64>,
+    /// LLM completion tokens checked (every token of every completion received).
+    #[serde(default)]
+    pub tokens_checked: u64,
+    /// LLM tokens that passed (all tokens of a verified completion; those before the first
+    /// failing token otherwise).
+    #[serde(default)]
+    pub tokens_passed: u64,
+    /// Last verified LLM rates, tokens/s over the whole exchange, oldest first.
+    #[serde(default)]
+    pub recent_tokens_per_s: VecDeque<f64>,
+    /// Last verified LLM times to first token, seconds, oldest first.
+    #[serde(default)]
+    pub recent_ttft_s: VecDeque<f64>,
+}
+
+fn push_recent(q: &mut VecDeque<f64>, v: Option<f64>) {
+    if let Some(v) = v.filter(|v| v.is_finite() && *v > 0.0) {
+        q.push_back(v);
+        while q.len() > RECENT_THROUGHPUTS {
+            q.pop_front();
+        }
+    }
 }
 
 impl MinerStats {
     /// Counts one outcome.
     pub fn record(&mut self, o: &QueryOutcome) {
+        self.tokens_checked = self
+            .tokens_checked
+            .saturating_add(u64::from(o.tokens_checked));
+        self.tokens_passed = self
+            .tokens_passed
+            .saturating_add(u64::from(o.tokens_passed));
         match &o.failure {
             None => {
                 self.verified = self.verified.saturating_add(1);
-                // FLOP/s only: other task kinds measure speed in other units.
-                if o.task == TaskKind::Gemm
-                    && let Some(t) = o.throughput.filter(|t| t.is_finite() && *t > 0.0)
-                {
-                    self.recent_flops.push_back(t);
-                    while self.recent_flops.len() > RECENT_THROUGHPUTS {
-                        self.recent_flops.pop_front();
+                // Each kind measures speed in its own unit.
+                match o.task {
+                    TaskKind::Gemm => push_recent(&mut self.recent_flops, o.throughput),
+                    TaskKind::Llm => {
+                        push_recent(&mut self.recent_tokens_per_s, o.throughput);
+                        push_recent(&mut self.recent_ttft_s, o.latency_s);
                     }
                 }
             }
@@ -137,6 +164,18 @@ pub struct MinerSnapshot {
     pub last_failure: Option<Failure>,
     /// Median of recent verified throughputs, GFLOP/s.
     pub median_gflops: Option<f64>,
+    /// LLM completion tokens checked.
+    #[serde(default)]
+    pub tokens_checked: u64,
+    /// LLM tokens that passed verification.
+    #[serde(default)]
+    pub tokens_passed: u64,
+    /// Median of recent verified LLM rates, tokens/s.
+    #[serde(default)]
+    pub median_tokens_per_s: Option<f64>,
+    /// Median of recent verified LLM times to first token, seconds.
+    #[serde(default)]
+    pub median_ttft_s: Option<f64>,
     /// EMA score in [0, 1].
     pub ema: f64,
     /// This validator's published weight, u16.

@@ -7,6 +7,7 @@ use crate::metrics::ValidatorMetrics;
 use crate::state::{MinerSnapshot, PersistedState, RoundRecord, ValidatorSnapshot};
 use crate::store::{Store, filesystem_space};
 use crate::task::gemm::GemmTask;
+use crate::task::llm::{LlmSettings, LlmTask};
 use crate::task::{
     Failure, FailureReason, MinerTarget, QueryContext, QueryOutcome, Task, new_outcome,
 };
@@ -144,6 +145,24 @@ impl Validator {
                 }),
             ));
         }
+        if config.task_weights.llm > 0.0 {
+            let model = polylith_model::Model::load(&config.llm_model).map_err(|e| {
+                ValidatorError::Config(format!("llm_model {:?}: {e}", config.llm_model))
+            })?;
+            tracing::info!(model = %model.name(), hash = %model.hash(), "LLM reference model loaded");
+            tasks.push((
+                config.task_weights.llm,
+                Box::new(LlmTask::new(
+                    Arc::new(model),
+                    LlmSettings {
+                        max_tokens: config.llm_max_tokens,
+                        ttft_weight: config.llm_ttft_weight,
+                        speed_cap: config.llm_speed_cap,
+                        tolerances: polylith_model::Tolerances::default(),
+                    },
+                )),
+            ));
+        }
         let metrics = ValidatorMetrics::new()?;
         for (_, task) in &tasks {
             for reason in FailureReason::ALL {
@@ -225,6 +244,18 @@ impl Validator {
                     failures: stats.failures,
                     last_failure: stats.last_failure,
                     median_gflops: speed::median(&flops).map(|f| f / 1e9),
+                    tokens_checked: stats.tokens_checked,
+                    tokens_passed: stats.tokens_passed,
+                    median_tokens_per_s: speed::median(
+                        &stats
+                            .recent_tokens_per_s
+                            .iter()
+                            .copied()
+                            .collect::<Vec<_>>(),
+                    ),
+                    median_ttft_s: speed::median(
+                        &stats.recent_ttft_s.iter().copied().collect::<Vec<_>>(),
+                    ),
                     ema: state.ema.get(&n.hotkey).copied().unwrap_or(0.0),
                     weight_u16: weight_of.get(&n.uid).copied().unwrap_or(0),
                     reward_share: state
@@ -574,6 +605,7 @@ impl Validator {
         m.last_round_timestamp
             .set(record.finished_ms as f64 / 1000.0);
         m.miner_throughput.reset();
+        m.miner_tokens_per_second.reset();
         for o in &record.outcomes {
             let uid = o.uid.to_string();
             let task = o.task.as_str();
@@ -590,6 +622,19 @@ impl Validator {
             if let Some(l) = o.latency_s {
                 m.query_latency.with_label_values(&[task]).observe(l);
             }
+            if o.tokens_checked > 0 {
+                let passed = if o.verified() {
+                    o.tokens_checked
+                } else {
+                    o.tokens_passed.min(o.tokens_checked)
+                };
+                m.llm_tokens
+                    .with_label_values(&["verified"])
+                    .inc_by(u64::from(passed));
+                m.llm_tokens
+                    .with_label_values(&["rejected"])
+                    .inc_by(u64::from(o.tokens_checked.saturating_sub(passed)));
+            }
         }
         m.miner_score.reset();
         m.miner_weight.reset();
@@ -604,6 +649,13 @@ impl Validator {
                 .and_then(|s| s.recent_flops.back())
             {
                 m.miner_throughput.with_label_values(&[&uid]).set(*t);
+            }
+            if let Some(t) = state
+                .miners
+                .get(&n.hotkey)
+                .and_then(|s| s.recent_tokens_per_s.back())
+            {
+                m.miner_tokens_per_second.with_label_values(&[&uid]).set(*t);
             }
             m.miner_score
                 .with_label_values(&[&uid])

@@ -2,7 +2,7 @@
 
 use crate::Global;
 use anyhow::Context;
-use polylith_localnet::{DEFAULT_MINERS, LocalOptions, LocalSubnet, parse_behaviours};
+use polylith_localnet::{DEFAULT_MINERS, LocalOptions, LocalSubnet, LocalTasks, parse_behaviours};
 use polylith_miner::BackendKind;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -13,9 +13,16 @@ pub struct Args {
     /// Number of validators.
     #[arg(long, default_value_t = 2)]
     validators: usize,
-    /// Comma-separated miner behaviours: honest, slow, lazy, random, replay.
+    /// Comma-separated miner behaviours: honest, slow, lazy, random, replay (GEMM cheats),
+    /// wrong-model, perturbed, truncated, quantized, random-tokens (LLM cheats).
     #[arg(long, default_value = DEFAULT_MINERS)]
     miners: String,
+    /// Task kinds the validators run: gemm, llm or all.
+    #[arg(long, default_value = "all")]
+    task: LocalTasks,
+    /// The subnet's LLM: `builtin` or a Hugging Face checkpoint directory.
+    #[arg(long, default_value = "builtin")]
+    model: String,
     /// Rounds to run before printing the leaderboard (ignored with --serve).
     #[arg(long, default_value_t = 5)]
     rounds: u64,
@@ -63,6 +70,8 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     opts.miners = parse_behaviours(&args.miners)?;
     opts.backend = args.backend;
     opts.round_interval_ms = args.round_interval_ms;
+    opts.tasks = args.task;
+    opts.model = args.model.clone();
 
     let mut subnet = LocalSubnet::start(&opts, args.serve).await?;
     if args.serve {

@@ -69,7 +69,8 @@ pub struct Args {
     /// Compute backend: auto, cpu or cuda.
     #[arg(long, env = "POLYLITH_BACKEND")]
     pub backend: Option<BackendKind>,
-    /// LLM to serve on /v1/completions: `builtin` or a checkpoint directory.
+    /// LLM to serve on /v1/completions: `builtin` (default), a checkpoint directory, or
+    /// `none` (GEMM only).
     #[arg(long, env = "POLYLITH_MODEL")]
     pub model: Option<String>,
     /// honest, or an adversary for tests: slow, lazy, random, replay (GEMM), wrong-model,

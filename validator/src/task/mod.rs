@@ -1,10 +1,11 @@
 //! Task kinds the validator queries. Each [`Task`] turns one miner into one [`QueryOutcome`]
 //! per round; the round loop, scoring, persistence and metrics are shared by all kinds.
 //!
-//! Adding a kind (LLM inference) means one more [`Task`] implementation and a weight in
-//! [`crate::TaskWeights`]; nothing else is reshaped.
+//! Each kind is one [`Task`] implementation ([`gemm::GemmTask`], [`llm::LlmTask`]) with a
+//! weight in [`crate::TaskWeights`].
 
 pub mod gemm;
+pub mod llm;
 
 use crate::client::SignedClient;
 use futures::future::BoxFuture;
@@ -43,6 +44,20 @@ pub enum FailureReason {
     WrongRow,
     /// Two miners committed to the same root for different tasks (copying or replay).
     DuplicateRoot,
+    /// The miner declared a model other than the subnet's (LLM).
+    WrongModel,
+    /// A completion token is neither the sampling rule's pick nor a near-tie (LLM).
+    WrongToken,
+    /// A reported log-probability is off by more than the tolerance (LLM).
+    LogprobMismatch,
+    /// Tokens after an end-of-sequence pick (LLM).
+    PastEos,
+    /// The completion ended early without a reason (LLM).
+    EarlyStop,
+    /// A stop string was ignored or misreported (LLM).
+    StopIgnored,
+    /// More tokens than `max_tokens` (LLM).
+    TooManyTokens,
     /// The validator itself failed (a bug or resource problem), not the miner.
     Internal,
 }
@@ -60,11 +75,17 @@ impl FailureReason {
                 | FailureReason::BadPath
                 | FailureReason::WrongRow
                 | FailureReason::DuplicateRoot
+                | FailureReason::WrongToken
+                | FailureReason::LogprobMismatch
+                | FailureReason::PastEos
+                | FailureReason::EarlyStop
+                | FailureReason::StopIgnored
+                | FailureReason::TooManyTokens
         )
     }
 
     /// Every reason, for pre-creating metric labels and exhaustive tests.
-    pub const ALL: [FailureReason; 14] = [
+    pub const ALL: [FailureReason; 21] = [
         FailureReason::Timeout,
         FailureReason::Unreachable,
         FailureReason::HttpStatus,
@@ -78,6 +99,13 @@ impl FailureReason {
         FailureReason::BadPath,
         FailureReason::WrongRow,
         FailureReason::DuplicateRoot,
+        FailureReason::WrongModel,
+        FailureReason::WrongToken,
+        FailureReason::LogprobMismatch,
+        FailureReason::PastEos,
+        FailureReason::EarlyStop,
+        FailureReason::StopIgnored,
+        FailureReason::TooManyTokens,
         FailureReason::Internal,
     ];
 
@@ -97,6 +125,13 @@ impl FailureReason {
             FailureReason::BadPath => "bad_path",
             FailureReason::WrongRow => "wrong_row",
             FailureReason::DuplicateRoot => "duplicate_root",
+            FailureReason::WrongModel => "wrong_model",
+            FailureReason::WrongToken => "wrong_token",
+            FailureReason::LogprobMismatch => "logprob_mismatch",
+            FailureReason::PastEos => "past_eos",
+            FailureReason::EarlyStop => "early_stop",
+            FailureReason::StopIgnored => "stop_ignored",
+            FailureReason::TooManyTokens => "too_many_tokens",
             FailureReason::Internal => "internal",
         }
     }
@@ -176,12 +211,19 @@ pub struct QueryOutcome {
     pub task: TaskKind,
     /// `None` when verified; the reason otherwise.
     pub failure: Option<Failure>,
-    /// The task's speed measure, higher is better (FLOP/s for GEMM); `None` when failed.
+    /// The task's speed measure, higher is better (FLOP/s for GEMM, decode tokens/s for
+    /// LLM); `None` when failed.
     pub throughput: Option<f64>,
-    /// Request → commitment / first result, seconds, when a response arrived.
+    /// Request → commitment (GEMM) or first token (LLM), seconds, when a response arrived.
     pub latency_s: Option<f64>,
-    /// Work asked for (FLOP for GEMM).
+    /// Work asked for (FLOP for GEMM, `max_tokens` for LLM).
     pub work: f64,
+    /// LLM: completion tokens run through the per-token checks (0 for other kinds).
+    #[serde(default)]
+    pub tokens_checked: u32,
+    /// LLM: tokens that passed before the first failing one (all of them when verified).
+    #[serde(default)]
+    pub tokens_passed: u32,
     /// Task-specific fingerprint of the answer (the Merkle root for GEMM), used to detect
     /// copying across miners.
     pub fingerprint: Option<String>,
@@ -242,6 +284,8 @@ pub fn new_outcome(task: TaskKind, miner: &MinerTarget) -> QueryOutcome {
         throughput: None,
         latency_s: None,
         work: 0.0,
+        tokens_checked: 0,
+        tokens_passed: 0,
         fingerprint: None,
         score: 0.0,
     }

@@ -1,0 +1,460 @@
+//! The LLM inference task: a fresh seeded prompt with greedy or seeded-sampling settings,
+//! streamed back token by token, then verified in full by one teacher-forced forward pass of
+//! the validator's own reference model (`polylith_model::verify`).
+//!
+//! Only verified completions are timed into a score: time to first token and tokens per
+//! second over the whole exchange, each relative to the round's median with a bounded bonus
+//! (`polylith_scoring::speed::llm_speed`). Rates are measured by the validator's clock from
+//! the stream it received; a miner that buffers its answer gains nothing, because the rate
+//! counts from the request, not from the first token.
+
+use super::{Failure, FailureReason, MinerTarget, QueryContext, QueryOutcome, Task, new_outcome};
+use crate::client::StreamExchange;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use polylith_model::verify::{self, Claim, FailReason, Tolerances};
+use polylith_model::{GeneratedToken, Model, ModelId, SamplingParams};
+use polylith_protocol::llm::{
+    COMPLETIONS_PATH, CompletionRequest, MAX_TOP_LOGPROBS, STREAM_DONE, Sampling, Stop, StreamChunk,
+};
+use polylith_protocol::task::TaskKind;
+use rand::Rng;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Stop strings a challenge may carry (one of them, a quarter of the time), so that miners
+/// must honour `stop`.
+const STOP_CHOICES: &[&str] = &["\n", ".", " the", "e"];
+
+/// Sampling settings a challenge draws from: greedy and two seeded-sampling regimes.
+const MODES: &[(f32, f32)] = &[(0.0, 1.0), (0.7, 0.9), (1.0, 1.0)];
+
+/// LLM task settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmSettings {
+    /// Completion tokens asked for per query.
+    pub max_tokens: u32,
+    /// Share of the score given to time to first token (the rest goes to tokens/s).
+    pub ttft_weight: f64,
+    /// How many times the round's median speed earns the full score (the bonus bound).
+    pub speed_cap: f64,
+    /// Verification tolerances (calibrated defaults in docs/protocol.md).
+    pub tolerances: Tolerances,
+}
+
+/// The LLM inference task.
+pub struct LlmTask {
+    model: Arc<Model>,
+    hash: ModelId,
+    settings: LlmSettings,
+    prompt_seed: u64,
+    next_prompt: AtomicU64,
+}
+
+/// One challenge: the request body and the sampling rule it implies.
+#[derive(Debug, Clone)]
+pub struct Challenge {
+    /// What is sent.
+    pub request: CompletionRequest,
+    /// The rule the completion is verified against.
+    pub params: SamplingParams,
+}
+
+impl LlmTask {
+    /// A task verifying against `model`; prompts come from a stream seeded from OS entropy,
+    /// so two validators (or two runs) never send the same prompts.
+    pub fn new(model: Arc<Model>, settings: LlmSettings) -> Self {
+        let hash = model.hash();
+        Self {
+            model,
+            hash,
+            settings,
+            prompt_seed: rand::rng().random(),
+            next_prompt: AtomicU64::new(0),
+        }
+    }
+
+    /// The reference model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// A fresh challenge: the next prompt of this task's stream, a random sampling mode and
+    /// seed, 20 alternatives per token, and sometimes a stop string.
+    pub fn draw_challenge(&self) -> Challenge {
+        let index = self.next_prompt.fetch_add(1, Ordering::Relaxed);
+        let prompt = polylith_model::prompts::generate(self.prompt_seed, index);
+        let mut rng = rand::rng();
+        let (temperature, top_p) = MODES
+            .get(rng.random_range(0..MODES.len()))
+            .copied()
+            .unwrap_or((0.0, 1.0));
+        let seed: u64 = rng.random();
+        let stop: Vec<String> = if rng.random_ratio(1, 4) {
+            STOP_CHOICES
+                .get(rng.random_range(0..STOP_CHOICES.len()))
+                .map(|s| vec![s.to_string()])
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let params = SamplingParams {
+            max_tokens: self.settings.max_tokens,
+            temperature,
+            top_p,
+            seed,
+            stop: stop.clone(),
+            top_logprobs: MAX_TOP_LOGPROBS,
+        };
+        let request = CompletionRequest {
+            prompt,
+            logprobs: Some(MAX_TOP_LOGPROBS),
+            sampling: Sampling {
+                model: Some(self.hash.to_string()),
+                max_tokens: self.settings.max_tokens,
+                temperature,
+                top_p,
+                seed,
+                stop: (!stop.is_empty()).then_some(Stop::Many(stop)),
+                stream: true,
+            },
+        };
+        Challenge { request, params }
+    }
+
+    async fn run(&self, ctx: &QueryContext<'_>, miner: &MinerTarget, out: &mut QueryOutcome) {
+        if let Err(f) = self.run_inner(ctx, miner, out).await {
+            out.fail(f);
+        }
+    }
+
+    async fn run_inner(
+        &self,
+        ctx: &QueryContext<'_>,
+        miner: &MinerTarget,
+        out: &mut QueryOutcome,
+    ) -> Result<(), Failure> {
+        let challenge = self.draw_challenge();
+        out.work = f64::from(self.settings.max_tokens);
+        tracing::debug!(
+            temperature = challenge.params.temperature,
+            top_p = challenge.params.top_p,
+            stop = ?challenge.params.stop,
+            "llm challenge"
+        );
+        let body = serde_json::to_vec(&challenge.request)
+            .map_err(|e| Failure::new(FailureReason::Internal, e.to_string()))?;
+        let exchange = ctx
+            .client
+            .post_signed_stream(&miner.endpoint, &miner.hotkey, COMPLETIONS_PATH, body)
+            .await?;
+        let (tokens, finish_reason) = parse_stream(&exchange)?;
+        let n = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
+        out.tokens_checked = n;
+        if exchange.receipt.tokens != u64::from(n) {
+            return Err(Failure::new(
+                FailureReason::BadReceipt,
+                format!(
+                    "receipt counts {} tokens, the stream has {n}",
+                    exchange.receipt.tokens
+                ),
+            ));
+        }
+        let declared: ModelId = exchange.receipt.model_hash.parse().map_err(|_| {
+            Failure::new(
+                FailureReason::BadReceipt,
+                format!(
+                    "receipt model hash {:?} is not a model id",
+                    exchange.receipt.model_hash
+                ),
+            )
+        })?;
+        let ttft = exchange.first_event.as_secs_f64();
+        let total = exchange.elapsed.as_secs_f64();
+        out.latency_s = Some(ttft);
+
+        // One forward pass of prompt + completion: CPU work, off the async workers.
+        let model = self.model.clone();
+        let tol = self.settings.tolerances;
+        let prompt_text = challenge.request.prompt.clone();
+        let params = challenge.params.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            let prompt = model.encode_prompt(&prompt_text)?;
+            let claim = Claim {
+                prompt_tokens: &prompt,
+                tokens: &tokens,
+                finish_reason: &finish_reason,
+                model_hash: Some(declared),
+            };
+            verify::verify(&model, &claim, &params, &tol)
+        })
+        .await
+        .map_err(|e| Failure::new(FailureReason::Internal, format!("verification task: {e}")))?
+        .map_err(|e| Failure::new(FailureReason::Internal, format!("reference model: {e}")))?;
+
+        if !report.passed {
+            out.tokens_passed = report.first_failure.unwrap_or(0).min(n);
+            let reason = report
+                .reason
+                .map_or(FailureReason::Malformed, failure_reason);
+            return Err(Failure::new(reason, report.detail));
+        }
+        out.tokens_passed = n;
+        if n == 0 || total <= 0.0 {
+            return Err(Failure::new(
+                FailureReason::Malformed,
+                "an empty completion cannot be timed",
+            ));
+        }
+        out.throughput = Some(f64::from(n) / total);
+        Ok(())
+    }
+}
+
+/// The verifier's reason as the validator's (metrics label) reason.
+pub fn failure_reason(r: FailReason) -> FailureReason {
+    match r {
+        FailReason::Malformed => FailureReason::Malformed,
+        FailReason::WrongModel => FailureReason::WrongModel,
+        FailReason::TooManyTokens => FailureReason::TooManyTokens,
+        FailReason::WrongToken => FailureReason::WrongToken,
+        FailReason::LogprobMismatch => FailureReason::LogprobMismatch,
+        FailReason::PastEos => FailureReason::PastEos,
+        FailReason::EarlyStop => FailureReason::EarlyStop,
+        FailReason::StopIgnored => FailureReason::StopIgnored,
+    }
+}
+
+/// The completion tokens and the finish reason of a verified-receipt stream: consecutive
+/// chunk indices from 0, a finish reason on the last chunk only, then `[DONE]` (which the
+/// receipt does not cover, so it is not required here).
+pub fn parse_stream(exchange: &StreamExchange) -> Result<(Vec<GeneratedToken>, String), Failure> {
+    let malformed = |m: String| Failure::new(FailureReason::Malformed, m);
+    let mut tokens = Vec::new();
+    let mut finish: Option<String> = None;
+    for ev in &exchange.events {
+        if ev.event.is_some() {
+            return Err(malformed(format!(
+                "unexpected {:?} event before the receipt",
+                ev.event
+            )));
+        }
+        if ev.data == STREAM_DONE {
+            return Err(malformed("[DONE] before the receipt".to_string()));
+        }
+        if finish.is_some() {
+            return Err(malformed(
+                "a token follows the chunk that carried finish_reason".to_string(),
+            ));
+        }
+        let chunk: StreamChunk = serde_json::from_str(&ev.data)
+            .map_err(|e| malformed(format!("stream chunk {}: {e}", tokens.len())))?;
+        if chunk.index as usize != tokens.len() {
+            return Err(malformed(format!(
+                "chunk index {} where {} was expected",
+                chunk.index,
+                tokens.len()
+            )));
+        }
+        finish = chunk.finish_reason;
+        tokens.push(chunk.token);
+    }
+    match finish {
+        Some(f) => Ok((tokens, f)),
+        None if tokens.is_empty() => Err(malformed("the stream has no tokens".to_string())),
+        None => Err(malformed(
+            "the last chunk carries no finish_reason".to_string(),
+        )),
+    }
+}
+
+impl Task for LlmTask {
+    fn kind(&self) -> TaskKind {
+        TaskKind::Llm
+    }
+
+    fn query<'a>(
+        &'a self,
+        ctx: &'a QueryContext<'a>,
+        miner: &'a MinerTarget,
+    ) -> BoxFuture<'a, QueryOutcome> {
+        async move {
+            let mut out = new_outcome(TaskKind::Llm, miner);
+            self.run(ctx, miner, &mut out).await;
+            out
+        }
+        .boxed()
+    }
+
+    /// Median-relative time to first token and tokens/s with a bounded bonus.
+    fn score(&self, outcomes: &[QueryOutcome]) -> Vec<f64> {
+        let ttft: Vec<Option<f64>> = outcomes
+            .iter()
+            .map(|o| if o.verified() { o.latency_s } else { None })
+            .collect();
+        let rate: Vec<Option<f64>> = outcomes
+            .iter()
+            .map(|o| if o.verified() { o.throughput } else { None })
+            .collect();
+        polylith_scoring::speed::llm_speed(
+            &ttft,
+            &rate,
+            self.settings.ttft_weight,
+            self.settings.speed_cap,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use polylith_protocol::llm::{SseEvent, parse_sse};
+    use polylith_protocol::signing::Receipt;
+    use std::time::Duration;
+
+    fn task() -> LlmTask {
+        LlmTask::new(
+            Arc::new(Model::builtin().unwrap()),
+            LlmSettings {
+                max_tokens: 8,
+                ttft_weight: 0.3,
+                speed_cap: 2.0,
+                tolerances: Tolerances::default(),
+            },
+        )
+    }
+
+    fn exchange(events: Vec<SseEvent>) -> StreamExchange {
+        StreamExchange {
+            events,
+            receipt: Receipt {
+                miner: String::new(),
+                request_hash: String::new(),
+                response_hash: String::new(),
+                model_hash: String::new(),
+                received_ms: 0,
+                compute_us: 0,
+                ttft_us: 0,
+                total_us: 0,
+                tokens: 0,
+                signature: String::new(),
+            },
+            first_event: Duration::ZERO,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    fn chunk(index: u32, finish: Option<&str>) -> String {
+        let c = StreamChunk {
+            id: "x".into(),
+            object: "text_completion".into(),
+            index,
+            text: "a".into(),
+            token: GeneratedToken {
+                id: 97,
+                logprob: -1.0,
+                top_logprobs: vec![],
+            },
+            finish_reason: finish.map(str::to_string),
+            usage: None,
+        };
+        format!("data: {}\n\n", serde_json::to_string(&c).unwrap())
+    }
+
+    #[test]
+    fn challenges_never_repeat_a_prompt_and_ask_for_20_alternatives() {
+        let t = task();
+        let cs: Vec<Challenge> = (0..300).map(|_| t.draw_challenge()).collect();
+        let prompts: std::collections::HashSet<&str> =
+            cs.iter().map(|c| c.request.prompt.as_str()).collect();
+        assert_eq!(prompts.len(), 300);
+        assert!(cs.iter().all(|c| c.request.logprobs == Some(20)
+            && c.params.top_logprobs == 20
+            && c.request.sampling.stream
+            && c.request.sampling.model.as_deref() == Some(t.hash.to_string().as_str())));
+        assert!(cs.iter().any(|c| c.params.temperature == 0.0));
+        assert!(cs.iter().any(|c| c.params.temperature > 0.0));
+        assert!(cs.iter().any(|c| !c.params.stop.is_empty()));
+        // Two tasks (two validators) draw different prompt streams.
+        assert_ne!(task().draw_challenge().request.prompt, cs[0].request.prompt);
+    }
+
+    #[test]
+    fn stream_parsing_accepts_a_well_formed_stream() {
+        let body = format!("{}{}", chunk(0, None), chunk(1, Some("length")));
+        let (tokens, finish) = parse_stream(&exchange(parse_sse(&body))).unwrap();
+        assert_eq!(tokens.len(), 2);
+        assert_eq!(finish, "length");
+    }
+
+    #[test]
+    fn stream_parsing_rejects_gaps_missing_finish_and_tokens_after_it() {
+        for body in [
+            format!("{}{}", chunk(0, None), chunk(2, Some("length"))),
+            format!("{}{}", chunk(0, None), chunk(1, None)),
+            format!("{}{}", chunk(0, Some("eos")), chunk(1, Some("length"))),
+            String::new(),
+            "data: not json\n\n".to_string(),
+            format!("{}event: error\ndata: x\n\n", chunk(0, None)),
+        ] {
+            let err = parse_stream(&exchange(parse_sse(&body))).unwrap_err();
+            assert_eq!(err.reason, FailureReason::Malformed, "{body}");
+        }
+    }
+
+    #[test]
+    fn honest_completion_verifies_and_a_forged_token_fails_with_its_index() {
+        let t = task();
+        let c = t.draw_challenge();
+        let model = t.model();
+        let prompt = model.encode_prompt(&c.request.prompt).unwrap();
+        let out = model
+            .generate(&prompt, &c.params, |_| std::ops::ControlFlow::Continue(()))
+            .unwrap();
+        let claim = Claim {
+            prompt_tokens: &prompt,
+            tokens: &out.tokens,
+            finish_reason: out.finish_reason.as_str(),
+            model_hash: Some(model.hash()),
+        };
+        let tol = Tolerances::default();
+        assert!(
+            verify::verify(model, &claim, &c.params, &tol)
+                .unwrap()
+                .passed
+        );
+        let mut forged = out.tokens.clone();
+        let last = forged.len() - 1;
+        forged[last].id = (forged[last].id + 1) % 256;
+        let claim = Claim {
+            tokens: &forged,
+            ..claim
+        };
+        let r = verify::verify(model, &claim, &c.params, &tol).unwrap();
+        assert!(!r.passed);
+        assert!(failure_reason(r.reason.unwrap()).is_cheating());
+    }
+
+    #[test]
+    fn only_verified_outcomes_score() {
+        let t = task();
+        let miner = |uid: u16| MinerTarget {
+            uid,
+            hotkey: polylith_protocol::keys::PublicKey([uid as u8; 32]),
+            ss58: format!("m{uid}"),
+            endpoint: String::new(),
+        };
+        let mut outs: Vec<QueryOutcome> = (0..3)
+            .map(|uid| {
+                let mut o = new_outcome(TaskKind::Llm, &miner(uid));
+                o.latency_s = Some(0.1);
+                o.throughput = Some(100.0);
+                o
+            })
+            .collect();
+        outs[2].fail(Failure::new(FailureReason::WrongToken, "x"));
+        let s = t.score(&outs);
+        assert!(s[0] > 0.0 && (s[0] - s[1]).abs() < 1e-12);
+        assert_eq!(s[2], 0.0);
+    }
+}
