@@ -64,8 +64,29 @@ pub const COMMIT: KernelSource = KernelSource {
     ],
 };
 
+/// The LLM inference family (`kernels/llm.cu`).
+pub const LLM: KernelSource = KernelSource {
+    name: "llm",
+    source: include_str!("../kernels/llm.cu"),
+    entries: &[
+        "pl_llm_embed",
+        "pl_llm_rmsnorm",
+        "pl_llm_matvec",
+        "pl_llm_matmul",
+        "pl_llm_rope_kv",
+        "pl_llm_attention",
+        "pl_llm_attn_combine",
+        "pl_llm_swiglu",
+        "pl_llm_add",
+        "pl_llm_argmax",
+        "pl_llm_log_softmax",
+        "pl_llm_topk",
+        "pl_llm_fill_random_bf16",
+    ],
+};
+
 /// Every kernel family, in the order `polylith kernels check` reports them.
-pub const ALL: &[KernelSource] = &[GEN, GEMM, COMMIT];
+pub const ALL: &[KernelSource] = &[GEN, GEMM, COMMIT, LLM];
 
 /// Dynamic shared memory the GEMM kernels need per block (4 stages × 256 rows × 64 bytes).
 pub const GEMM_SMEM_BYTES: u32 = 4 * 256 * 64;

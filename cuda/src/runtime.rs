@@ -68,6 +68,16 @@ pub enum CudaError {
     /// The start-up self-test computed a wrong result; the device must not be used.
     #[error("self-test failed: {0}")]
     SelfTest(String),
+    /// The LLM engine's KV cache or sequence slots are exhausted (a configured limit, not a
+    /// fault: retry later or raise `LlmLimits`).
+    #[error("LLM limit reached: {0}")]
+    LimitExceeded(String),
+    /// A caller-supplied input is invalid (token id outside the vocabulary, empty feed).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The model cannot run on these kernels (shape constraint) or its weights are unreadable.
+    #[error("unsupported model: {0}")]
+    UnsupportedModel(String),
 }
 
 impl From<cudarc::driver::DriverError> for CudaError {
@@ -103,11 +113,11 @@ struct Kernels {
     merkle_level: CudaFunction,
 }
 
-struct Device {
-    ctx: Arc<CudaContext>,
+pub(crate) struct Device {
+    pub(crate) ctx: Arc<CudaContext>,
     kernels: Arc<Kernels>,
-    name: String,
-    arch: String,
+    pub(crate) name: String,
+    pub(crate) arch: String,
 }
 
 /// Compiled modules, cached per device ordinal for the life of the process.
@@ -122,7 +132,7 @@ pub fn libraries_present() -> bool {
     (unsafe { cudarc::driver::sys::is_culib_present() }) && kernels::nvrtc_available()
 }
 
-fn open_device(ordinal: usize) -> Result<Arc<Device>, CudaError> {
+pub(crate) fn open_device(ordinal: usize) -> Result<Arc<Device>, CudaError> {
     // The guards come first: cudarc panics if a library is missing when a call is made.
     // SAFETY: only probes dlopen.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
