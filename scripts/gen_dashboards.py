@@ -193,6 +193,7 @@ def miner_table(board: Board, validator_sel: str, title: str, description: str) 
         ("Error", per_miner('="error"', validator_sel), "none"),
         ("Not verified ratio", "(" + per_miner('!="verified"', validator_sel) + f") / {total}", "percentunit"),
         ("Last throughput", f"max by (miner_uid) (polylith_validator_miner_throughput_flops{vsel})", "flops"),
+        ("Last LLM rate", f"max by (miner_uid) (polylith_validator_miner_tokens_per_second{vsel})", "short"),
     ]
     color_ratio = {"matcher": {"id": "byName", "options": "Not verified ratio"}, "properties": [
         {"id": "custom.cellOptions", "value": {"type": "color-background"}},
@@ -271,6 +272,14 @@ def overview() -> Board:
     b.timeseries("GEMM throughput per miner", "Last verified GEMM throughput per miner (best validator view).",
                  [series("max by (miner_uid) (polylith_validator_miner_throughput_flops)", "uid {{miner_uid}}")],
                  unit="flops")
+    b.timeseries("LLM rate per miner", "Last verified LLM completion rate per miner, tokens/s over the "
+                 "whole exchange (best validator view).",
+                 [series("max by (miner_uid) (polylith_validator_miner_tokens_per_second)", "uid {{miner_uid}}")],
+                 unit="short")
+    b.timeseries("LLM tokens verified vs rejected", "Completion tokens the validators checked, per second: "
+                 "rejected counts a failed completion's tokens from its first failing one.",
+                 [series("sum by (outcome) (rate(polylith_validator_llm_tokens_total[$__rate_interval]))",
+                         "{{outcome}}")], unit="short", stack=True)
     b.timeseries("Reward share over time", "Yuma incentive share per miner (average over validators).",
                  [series("avg by (miner_uid) (polylith_validator_miner_reward_share)", "uid {{miner_uid}}")],
                  unit="percentunit", stack=True)
@@ -340,6 +349,9 @@ def miner() -> Board:
     b.timeseries("Verified throughput", "Last verified GEMM throughput, per validator.",
                  [series(f"polylith_validator_miner_throughput_flops{{{uid}}}", "uid {{miner_uid}} by {{instance}}")],
                  unit="flops")
+    b.timeseries("Verified LLM rate", "Last verified LLM completion rate (tokens/s), per validator.",
+                 [series(f"polylith_validator_miner_tokens_per_second{{{uid}}}", "uid {{miner_uid}} by {{instance}}")],
+                 unit="short")
     return b
 
 

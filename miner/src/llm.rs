@@ -264,7 +264,11 @@ async fn serve(
                             let sent = tx.blocking_send(Event::Token {
                                 index: i as u32,
                                 token: token.clone(),
-                                text: if i == last { c.text.clone() } else { String::new() },
+                                text: if i == last {
+                                    c.text.clone()
+                                } else {
+                                    String::new()
+                                },
                                 finish: (i == last).then_some(c.finish_reason),
                             });
                             if sent.is_err() {

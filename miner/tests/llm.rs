@@ -127,6 +127,8 @@ async fn bad_requests_unknown_models_and_no_model_are_clear_errors() {
             "bad_params",
         ),
         (json!({"no_prompt": true}), 400, "malformed"),
+        (json!({"prompt": "x", "logprobs": 21}), 400, "bad_params"),
+        (json!({"prompt": "x", "stream": "yes"}), 400, "malformed"),
     ];
     for (body, status, reason) in cases {
         let (got, bytes, _, _) = m.call(&m.keys.validator, "/v1/completions", &body).await;
@@ -135,7 +137,11 @@ async fn bad_requests_unknown_models_and_no_model_are_clear_errors() {
     }
     m.shutdown().await;
 
-    let m = TestMiner::start(test_config()).await;
+    let m = TestMiner::start(MinerConfig {
+        model: Some("none".into()),
+        ..test_config()
+    })
+    .await;
     let (got, bytes, _, _) = m
         .call(
             &m.keys.validator,
@@ -168,4 +174,70 @@ async fn llm_adversaries_fail_verification() {
         );
         m.shutdown().await;
     }
+}
+
+/// A real SSE client (eventsource-stream over reqwest's byte stream) receives every token as
+/// its own event, and receives them before the response ends: the `slow` miner waits 1.5 s
+/// after generating and before sending the receipt, so tokens that arrived early prove the
+/// miner streams instead of buffering the completion.
+#[tokio::test]
+async fn sse_client_receives_tokens_before_the_completion_ends() {
+    use eventsource_stream::Eventsource;
+    use futures::StreamExt;
+    use std::time::{Duration, Instant};
+
+    let m = TestMiner::start(MinerConfig {
+        model: Some("builtin".into()),
+        behaviour: Behaviour::Slow,
+        slow_delay_ms: 1_500,
+        slow_factor: 0.0,
+        ..test_config()
+    })
+    .await;
+    let body = json!({"prompt": "Stream me", "max_tokens": 12, "temperature": 0.0,
+                      "stream": true, "logprobs": 2});
+    let (resp, hash) = m
+        .post_signed(
+            &m.keys.validator,
+            "/v1/completions",
+            serde_json::to_vec(&body).unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let started = Instant::now();
+    let mut events = resp.bytes_stream().eventsource();
+    let mut chunks: Vec<(Duration, StreamChunk)> = Vec::new();
+    let mut receipt: Option<(Duration, Receipt)> = None;
+    let mut done = false;
+    while let Some(ev) = events.next().await {
+        let ev = ev.expect("well-formed SSE");
+        match ev.event.as_str() {
+            "receipt" => {
+                receipt = Some((started.elapsed(), serde_json::from_str(&ev.data).unwrap()))
+            }
+            "message" if ev.data == "[DONE]" => done = true,
+            "message" => chunks.push((started.elapsed(), serde_json::from_str(&ev.data).unwrap())),
+            other => panic!("unexpected event {other}: {}", ev.data),
+        }
+    }
+    assert!(done, "the stream ends with [DONE]");
+    let (receipt_at, receipt) = receipt.expect("a receipt event");
+    assert_eq!(chunks.len() as u64, receipt.tokens);
+    assert!(!chunks.is_empty());
+    for (i, (_, c)) in chunks.iter().enumerate() {
+        assert_eq!(c.index as usize, i);
+        assert_eq!(c.token.top_logprobs.len(), 2);
+    }
+    let first_at = chunks[0].0;
+    assert!(
+        receipt_at >= first_at + Duration::from_millis(1_000),
+        "first token at {first_at:?}, receipt at {receipt_at:?}: tokens were not streamed early"
+    );
+    // The receipt still covers exactly what was streamed, whatever the client's framing.
+    assert_eq!(
+        receipt.model_hash,
+        Model::builtin().unwrap().hash().to_string()
+    );
+    assert!(!receipt.request_hash.is_empty() && hash != [0u8; 32]);
+    m.shutdown().await;
 }

@@ -55,7 +55,7 @@ fn honest_miners_earn_and_cheaters_earn_nothing() {
             assert!(!m[key].is_null(), "field {key} present: {m:#}");
         }
     }
-    for cheat in ["lazy", "random", "replay"] {
+    for cheat in ["lazy", "random", "replay", "wrong-model", "perturbed"] {
         for m in miners_by(&report, cheat) {
             assert_eq!(m["weight_u16"], 0, "{cheat} has no weight: {m:#}");
             assert!(
@@ -85,6 +85,57 @@ fn honest_miners_earn_and_cheaters_earn_nothing() {
         dividends > 0.0 && dividends <= 1.0 + 1e-9,
         "dividends paid: {report:#}"
     );
+}
+
+/// The LLM task alone: every model-level cheat is caught on every query and earns nothing,
+/// and an honest CPU miner passes (at least) 99% of its tokens.
+#[test]
+fn llm_task_pays_honest_miners_only() {
+    let report = run_local(&[
+        "--task",
+        "llm",
+        "--rounds",
+        "3",
+        "--miners",
+        "honest,honest,wrong-model,perturbed,truncated,quantized,random-tokens",
+    ]);
+    assert_eq!(report["rounds"], 3, "{report:#}");
+    let honest = miners_by(&report, "honest");
+    assert_eq!(honest.len(), 2);
+    for m in &honest {
+        assert!(
+            m["weight_u16"].as_u64().unwrap() > 0,
+            "honest has weight: {m:#}"
+        );
+        assert!(
+            m["reward_share"].as_f64().unwrap() > 0.0,
+            "honest earns: {m:#}"
+        );
+        let checked = m["tokens_checked"].as_u64().unwrap();
+        let passed = m["tokens_passed"].as_u64().unwrap();
+        assert!(checked > 0, "tokens were checked: {m:#}");
+        assert!(
+            passed as f64 >= 0.99 * checked as f64,
+            "honest passes >= 99% of its tokens: {m:#}"
+        );
+        assert!(m["tokens_per_s_median"].as_f64().unwrap() > 0.0, "{m:#}");
+        assert!(m["gflops_median"].is_null(), "no GEMM task was run: {m:#}");
+    }
+    for cheat in [
+        "wrong-model",
+        "perturbed",
+        "truncated",
+        "quantized",
+        "random-tokens",
+    ] {
+        let ms = miners_by(&report, cheat);
+        assert_eq!(ms.len(), 1, "{cheat}");
+        let m = ms[0];
+        assert_eq!(m["weight_u16"], 0, "{cheat} has no weight: {m:#}");
+        assert_eq!(m["verified"], 0, "{cheat} never passes: {m:#}");
+        assert!(m["reward_share"].as_f64().unwrap() < 0.01, "{cheat}: {m:#}");
+        assert!(m["reason"].is_string(), "{cheat} has a reason: {m:#}");
+    }
 }
 
 #[test]

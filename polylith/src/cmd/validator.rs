@@ -60,6 +60,12 @@ pub struct Args {
     /// Weight of the LLM task in the round score.
     #[arg(long, env = "POLYLITH_LLM_WEIGHT")]
     pub llm_weight: Option<f64>,
+    /// The subnet's LLM: `builtin` or a Hugging Face checkpoint directory.
+    #[arg(long, env = "POLYLITH_LLM_MODEL")]
+    pub llm_model: Option<String>,
+    /// Completion tokens asked for per LLM query.
+    #[arg(long, env = "POLYLITH_LLM_MAX_TOKENS")]
+    pub llm_max_tokens: Option<u32>,
     /// Rounds to run, then exit; 0 runs until stopped.
     #[arg(long, env = "POLYLITH_ROUNDS")]
     pub rounds: Option<u64>,
@@ -95,6 +101,8 @@ impl Args {
             gemm_max_dim,
             open_rows,
             ema_alpha,
+            llm_model,
+            llm_max_tokens,
             rounds,
             keep_rounds
         );

@@ -264,6 +264,11 @@ pub fn test_config(dir: &Path, metagraph: PathBuf, db: &str) -> ValidatorConfig 
         gemm_max_dim: 16,
         open_rows: 4,
         ema_alpha: 0.5,
+        // The fake miners answer GEMM only; LLM rounds use real miners (real_miner.rs).
+        task_weights: polylith_validator::TaskWeights {
+            gemm: 1.0,
+            llm: 0.0,
+        },
         ..ValidatorConfig::default()
     }
 }
