@@ -7,7 +7,8 @@
 //! `polylith_model::verify`.
 
 use crate::auth::{Authenticated, ReceiptInfo, make_receipt, reply_json};
-use crate::config::Behaviour;
+use crate::backend::BackendError;
+use crate::config::{BackendKind, Behaviour};
 use crate::error::{ApiError, MinerError};
 use crate::server::{MinerInner, SlotPermit};
 use axum::Extension;
@@ -15,6 +16,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use polylith_cuda::{CudaDecoder, LlmLimits};
 use polylith_model::{
     Completion, FinishReason, GeneratedToken, Model, ModelError, SamplingParams, TopLogprob,
 };
@@ -33,10 +35,13 @@ const PERTURB_REL: f64 = 0.01;
 /// Seed of the `wrong-model` adversary's weights (any seed but the real one).
 const WRONG_MODEL_SEED: u64 = 0xBAD_5EED;
 
-/// The model a miner serves: what it runs, and what it claims to run.
+/// The model a miner serves: what it runs, on which engine, and what it claims to run.
 pub struct ServedModel {
-    /// The model that generates (a variant for the LLM adversaries).
+    /// The model that generates (a variant for the LLM adversaries); on the CPU it computes
+    /// the logits, on a GPU it supplies the tokenizer, EOS ids and limits.
     pub model: Model,
+    /// The GPU engine running `model`'s weights, when the backend is CUDA.
+    gpu: Option<CudaDecoder>,
     /// The honest model's name, matched against requests.
     pub name: String,
     /// The honest model's hash, reported in receipts (adversaries claim it too).
@@ -44,8 +49,15 @@ pub struct ServedModel {
 }
 
 impl ServedModel {
-    /// Loads `spec` (`builtin` or a checkpoint directory) and applies `behaviour`'s variant.
-    pub fn load(spec: &str, behaviour: Behaviour) -> Result<Self, MinerError> {
+    /// Loads `spec` (`builtin` or a checkpoint directory), applies `behaviour`'s variant and
+    /// puts it on `backend`: `cuda` must find a usable GPU (else a clear error), `auto`
+    /// falls back to the CPU. The GPU engine holds `max_sequences` KV-cache slots.
+    pub fn load(
+        spec: &str,
+        behaviour: Behaviour,
+        backend: BackendKind,
+        max_sequences: usize,
+    ) -> Result<Self, MinerError> {
         let honest = Model::load(spec)?;
         let name = honest.name().to_string();
         let hash_hex = honest.hash().to_string();
@@ -56,11 +68,52 @@ impl ServedModel {
             Behaviour::Quantized => honest.quantized_int8()?,
             _ => honest,
         };
+        let limits = LlmLimits {
+            max_sequences: max_sequences.max(1),
+            max_positions: model.config().max_position_embeddings,
+        };
+        let gpu = match backend {
+            BackendKind::Cpu => None,
+            BackendKind::Cuda => Some(CudaDecoder::new(0, &model, limits).map_err(|e| {
+                MinerError::Backend(BackendError::Unavailable(format!(
+                    "the LLM cannot run on CUDA: {e}"
+                )))
+            })?),
+            BackendKind::Auto => match CudaDecoder::new(0, &model, limits) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    tracing::info!(reason = %e, "LLM on the CPU: the CUDA engine is not usable");
+                    None
+                }
+            },
+        };
+        if let Some(g) = &gpu {
+            tracing::info!(device = %g.device_name(), model = %name, "LLM on the CUDA engine");
+        }
         Ok(Self {
             model,
+            gpu,
             name,
             hash_hex,
         })
+    }
+
+    /// `cuda` or `cpu`: where the logits are computed.
+    pub fn engine(&self) -> &'static str {
+        if self.gpu.is_some() { "cuda" } else { "cpu" }
+    }
+
+    /// Generates with the engine in use (same loop, sampler and stop rules on both).
+    pub fn generate(
+        &self,
+        prompt: &[u32],
+        params: &SamplingParams,
+        on_token: impl FnMut(polylith_model::TokenEvent<'_>) -> ControlFlow<()>,
+    ) -> Result<Completion, ModelError> {
+        match &self.gpu {
+            Some(gpu) => polylith_model::generate_with(gpu, &self.model, prompt, params, on_token),
+            None => self.model.generate(prompt, params, on_token),
+        }
     }
 
     fn accepts(&self, requested: Option<&str>) -> bool {
@@ -278,7 +331,7 @@ async fn serve(
                     }
                     Ok(c)
                 } else {
-                    model
+                    served
                         .generate(&prompt, &params, |ev| {
                             if ev.index == 0 {
                                 ttft_us = started.elapsed().as_micros() as u64;

@@ -132,9 +132,12 @@ impl Miner {
         let metagraph = MetagraphHandle::open(config.metagraph.clone())?;
         let metrics = MinerMetrics::new(backend.name())?;
         let model = match &config.model {
-            Some(spec) if spec != "none" => {
-                Some(crate::llm::ServedModel::load(spec, config.behaviour)?)
-            }
+            Some(spec) if spec != "none" => Some(crate::llm::ServedModel::load(
+                spec,
+                config.behaviour,
+                config.backend,
+                config.max_concurrent,
+            )?),
             _ => None,
         };
         let public = hotkey.public();
