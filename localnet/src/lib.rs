@@ -476,15 +476,17 @@ impl LocalSubnet {
                     .iter()
                     .max_by_key(|(_, c)| **c)
                     .map(|(r, _)| r.clone());
-                let last_message = views
+                // The last failure's own reason and message (the most frequent reason may be
+                // another one; pairing them would mislead).
+                let last_failure = views
                     .iter()
                     .filter_map(|v| v.last_failure.as_ref())
-                    .map(|f| f.message.clone())
+                    .map(|f| format!("{}: {}", f.reason, f.message))
                     .next();
                 let reason = if weight_u16 == 0 || reward_share < 0.01 {
-                    match (top_reason, last_message) {
-                        (Some(r), Some(msg)) => Some(format!("{r}: {msg}")),
-                        (Some(r), None) => Some(r),
+                    match (last_failure, top_reason) {
+                        (Some(f), _) => Some(f),
+                        (None, Some(r)) => Some(r),
                         _ if verified == 0 => Some("no verified answers yet".to_string()),
                         _ => Some("slower than the other miners".to_string()),
                     }
