@@ -101,6 +101,31 @@ extern "C" __global__ void pl_llm_rmsnorm(const float *__restrict__ x, const u32
 // Requires cols % 8 == 0 and 16-byte aligned W and X rows (cols % 8 == 0 gives both).
 // Grid (ceil(rows / 8)), block 256.
 #define PL_MV_BATCH 8
+
+// acc[b] += w · x[b][8c .. 8c+8) for the first nb vectors.
+__device__ __forceinline__ void pl_mv_chunk(float *acc, uint4 wv, const float *__restrict__ x, u32 c,
+                                            u32 cols, u32 nb) {
+    float wf[8];
+    pl_unpack8(wv, wf);
+#pragma unroll
+    for (int b = 0; b < PL_MV_BATCH; ++b) {
+        if ((u32)b < nb) {
+            const float4 *xr = reinterpret_cast<const float4 *>(x + (u64)b * cols) + 2u * c;
+            const float4 x0 = xr[0], x1 = xr[1];
+            float a = acc[b];
+            a = fmaf(wf[0], x0.x, a);
+            a = fmaf(wf[1], x0.y, a);
+            a = fmaf(wf[2], x0.z, a);
+            a = fmaf(wf[3], x0.w, a);
+            a = fmaf(wf[4], x1.x, a);
+            a = fmaf(wf[5], x1.y, a);
+            a = fmaf(wf[6], x1.z, a);
+            a = fmaf(wf[7], x1.w, a);
+            acc[b] = a;
+        }
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(256)
     pl_llm_matvec(const u16 *__restrict__ w, const float *__restrict__ x, const float *bias,
                   const float *res, float *y, u32 rows, u32 cols, u32 nb) {
@@ -112,27 +137,15 @@ extern "C" __global__ void __launch_bounds__(256)
     for (int b = 0; b < PL_MV_BATCH; ++b) acc[b] = 0.0f;
     const uint4 *wr = reinterpret_cast<const uint4 *>(w + (u64)row * cols);
     const u32 chunks = cols >> 3;
-    for (u32 c = lane; c < chunks; c += 32u) {
-        float wf[8];
-        pl_unpack8(__ldg(wr + c), wf);
-#pragma unroll
-        for (int b = 0; b < PL_MV_BATCH; ++b) {
-            if ((u32)b < nb) {
-                const float4 *xr = reinterpret_cast<const float4 *>(x + (u64)b * cols) + 2u * c;
-                float4 x0 = xr[0], x1 = xr[1];
-                float a = acc[b];
-                a = fmaf(wf[0], x0.x, a);
-                a = fmaf(wf[1], x0.y, a);
-                a = fmaf(wf[2], x0.z, a);
-                a = fmaf(wf[3], x0.w, a);
-                a = fmaf(wf[4], x1.x, a);
-                a = fmaf(wf[5], x1.y, a);
-                a = fmaf(wf[6], x1.z, a);
-                a = fmaf(wf[7], x1.w, a);
-                acc[b] = a;
-            }
-        }
+    u32 c = lane;
+    // Two 128-bit weight loads in flight per lane before any arithmetic (decode is bound by
+    // memory latency × bytes in flight, not by the FMAs; four spill registers at nb = 8).
+    for (; c + 32u < chunks; c += 64u) {
+        const uint4 w0 = __ldg(wr + c), w1 = __ldg(wr + c + 32u);
+        pl_mv_chunk(acc, w0, x, c, cols, nb);
+        pl_mv_chunk(acc, w1, x, c + 32u, cols, nb);
     }
+    for (; c < chunks; c += 32u) pl_mv_chunk(acc, __ldg(wr + c), x, c, cols, nb);
 #pragma unroll
     for (int b = 0; b < PL_MV_BATCH; ++b) {
         float v = pl_warp_sum(acc[b]);

@@ -12,7 +12,8 @@
 use crate::kernels::{self, Output};
 use crate::runtime::{CudaError, open_device};
 use cudarc::driver::{
-    CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg, sys,
+    CudaFunction, CudaGraph, CudaModule, CudaSlice, CudaStream, DevicePtr, LaunchConfig,
+    PushKernelArg, sys,
 };
 use parking_lot::Mutex;
 use polylith_model::{Decoder, LlamaConfig, Model, ModelError, Sequence};
@@ -768,7 +769,38 @@ struct Engine {
     sin: u64,
     layers: Vec<LayerAddrs>,
     s: Scratch,
+    sa: ScratchAddrs,
     weight_bytes: u64,
+    /// Whether decode steps replay CUDA graphs (`POLYLITH_CUDA_GRAPHS=0` turns them off).
+    use_graphs: bool,
+    graphs: HashMap<usize, SendGraph>,
+}
+
+/// A captured decode step. CUDA graphs are not internally synchronised; this one is only
+/// touched under the decoder's step lock, which is the external serialisation the CUDA
+/// documentation asks for, so moving it between threads is sound.
+struct SendGraph(CudaGraph);
+// SAFETY: see the type's comment: all access is serialised by the engine's mutex.
+unsafe impl Send for SendGraph {}
+
+/// Addresses of the scratch buffers, taken once: no `device_ptr` call (which may record or
+/// wait on events) happens inside a graph capture.
+struct ScratchAddrs {
+    tokens: u64,
+    slot: u64,
+    pos: u64,
+    rows: u64,
+    x: u64,
+    h: u64,
+    qkv: u64,
+    q: u64,
+    att: u64,
+    part: u64,
+    gu: u64,
+    act: u64,
+    last: u64,
+    logits: u64,
+    ids: u64,
 }
 
 fn opt_addr(b: &Option<CudaSlice<f32>>, s: &CudaStream) -> u64 {
@@ -949,6 +981,23 @@ impl Engine {
             ids: zu(max_rows)?,
         };
         let st = &stream;
+        let sa = ScratchAddrs {
+            tokens: addr(&s.tokens, st),
+            slot: addr(&s.slot, st),
+            pos: addr(&s.pos, st),
+            rows: addr(&s.rows, st),
+            x: addr(&s.x, st),
+            h: addr(&s.h, st),
+            qkv: addr(&s.qkv, st),
+            q: addr(&s.q, st),
+            att: addr(&s.att, st),
+            part: addr(&s.part, st),
+            gu: addr(&s.gu, st),
+            act: addr(&s.act, st),
+            last: addr(&s.last, st),
+            logits: addr(&s.logits, st),
+            ids: addr(&s.ids, st),
+        };
         let layer_addrs = layers
             .iter()
             .map(|l| LayerAddrs {
@@ -994,7 +1043,10 @@ impl Engine {
             max_tokens,
             max_rows,
             s,
+            sa,
             weight_bytes,
+            use_graphs: std::env::var("POLYLITH_CUDA_GRAPHS").map_or(true, |v| v != "0"),
+            graphs: HashMap::new(),
         })
     }
 
@@ -1044,32 +1096,65 @@ impl Engine {
             longest = longest.max(end);
         }
         let st = self.stream.clone();
-        let s = &st;
         st.memcpy_htod(&tokens, &mut self.s.tokens.slice_mut(0..t))?;
         st.memcpy_htod(&slot, &mut self.s.slot.slice_mut(0..t))?;
         st.memcpy_htod(&pos, &mut self.s.pos.slice_mut(0..t))?;
         st.memcpy_htod(&rows, &mut self.s.rows.slice_mut(0..r))?;
+        let decode_only = pieces.iter().all(|p| p.tokens.len() == 1);
+        if decode_only && self.use_graphs {
+            return self.replay(t);
+        }
+        self.launch_all(t, r, longest.div_ceil(ATTN_SPLIT))
+    }
+
+    /// Replays (capturing it on first use) the decode step of `t` single-token sequences. The
+    /// graph is keyed by `t` alone: every argument is a fixed device address or a size fixed
+    /// for that `t`, the per-step data (tokens, slots, positions) is in device buffers
+    /// uploaded before the launch, and attention always runs the maximal number of splits
+    /// (splits past a sequence's length exit at once and weigh nothing in the merge). A failed
+    /// capture turns graphs off for this decoder and falls back to plain launches.
+    fn replay(&mut self, t: usize) -> Result<(), CudaError> {
+        if !self.graphs.contains_key(&t) {
+            let splits = self.limits.max_positions.div_ceil(ATTN_SPLIT);
+            let mode = sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
+            self.stream.begin_capture(mode)?;
+            let launched = self.launch_all(t, t, splits);
+            // Always end the capture, even after a failed launch, so the stream is usable.
+            let ended = self.stream.end_capture(sys::CUgraphInstantiate_flags(0));
+            match (launched, ended) {
+                (Ok(()), Ok(Some(g))) => {
+                    self.graphs.insert(t, SendGraph(g));
+                }
+                (launched, ended) => {
+                    tracing::warn!(
+                        ?launched,
+                        ended = ?ended.map(|g| g.is_some()),
+                        "CUDA graph capture of the decode step failed; using plain launches"
+                    );
+                    self.use_graphs = false;
+                    return self.launch_all(t, t, splits);
+                }
+            }
+        }
+        match self.graphs.get(&t) {
+            Some(g) => Ok(g.0.launch()?),
+            None => Err(CudaError::Driver("captured graph missing".into())),
+        }
+    }
+
+    /// Launches every kernel of one step over the `t` tokens and `r` logit rows already in
+    /// the step buffers, attention over `splits` splits. Touches no host memory and makes no
+    /// synchronising call, so it can be captured into a graph.
+    fn launch_all(&self, t: usize, r: usize, splits: usize) -> Result<(), CudaError> {
+        let s = &*self.stream;
         let c = &self.cfg;
         let (h, inter, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
         let (nh, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
         let (q, kv) = (nh * hd, nkv * hd);
-        let sc = &self.s;
-        let (x, hb, qkv, qb, att, part, gu, act) = (
-            addr(&sc.x, s),
-            addr(&sc.h, s),
-            addr(&sc.qkv, s),
-            addr(&sc.q, s),
-            addr(&sc.att, s),
-            addr(&sc.part, s),
-            addr(&sc.gu, s),
-            addr(&sc.act, s),
-        );
-        let (tok, slot_a, pos_a, rows_a) = (
-            addr(&sc.tokens, s),
-            addr(&sc.slot, s),
-            addr(&sc.pos, s),
-            addr(&sc.rows, s),
-        );
+        let sa = &self.sa;
+        let (x, hb, qkv, qb, att, part, gu, act) =
+            (sa.x, sa.h, sa.qkv, sa.q, sa.att, sa.part, sa.gu, sa.act);
+        let (tok, slot_a, pos_a, rows_a) = (sa.tokens, sa.slot, sa.pos, sa.rows);
         let (h32, v32, eps, mp) = (
             h as u32,
             v as u32,
@@ -1098,7 +1183,6 @@ impl Engine {
                 unsafe { b.launch(lc((n_rows, 1, 1), 256)) }?;
                 Ok(())
             };
-        let splits = longest.div_ceil(ATTN_SPLIT);
         for l in &self.layers {
             rmsnorm(x, zero, l.in_norm, hb, t32)?;
             launch_linear(
@@ -1199,7 +1283,7 @@ impl Engine {
                 inter,
             )?;
         }
-        let (last, logits) = (addr(&sc.last, s), addr(&sc.logits, s));
+        let (last, logits) = (sa.last, sa.logits);
         rmsnorm(x, rows_a, self.norm, last, r as u32)?;
         launch_linear(
             k,
@@ -1228,11 +1312,7 @@ impl Engine {
     /// Device argmax of the first `r` logit rows (only the ids are copied back).
     fn argmax(&self, r: usize) -> Result<Vec<u32>, CudaError> {
         let s = &self.stream;
-        let (l, o, v) = (
-            addr(&self.s.logits, s),
-            addr(&self.s.ids, s),
-            self.cfg.vocab_size as u32,
-        );
+        let (l, o, v) = (self.sa.logits, self.sa.ids, self.cfg.vocab_size as u32);
         let mut b = s.launch_builder(&self.k.argmax);
         b.arg(&l).arg(&o).arg(&v);
         // SAFETY: pl_llm_argmax over r ≤ max_rows rows; ids holds max_rows.
@@ -1342,6 +1422,21 @@ impl CudaDecoder {
     /// Sequences open now.
     pub fn active_sequences(&self) -> usize {
         self.limits.max_sequences - self.free.lock().len()
+    }
+
+    /// Turns CUDA-graph replay of decode steps on or off (on by default unless the environment
+    /// sets `POLYLITH_CUDA_GRAPHS=0`; a failed capture turns it off by itself).
+    pub fn set_cuda_graphs(&self, on: bool) {
+        let mut e = self.engine.lock();
+        e.use_graphs = on;
+        if !on {
+            e.graphs.clear();
+        }
+    }
+
+    /// Whether decode steps replay CUDA graphs.
+    pub fn cuda_graphs(&self) -> bool {
+        self.engine.lock().use_graphs
     }
 
     /// Weight bytes one decode step reads from device memory (the bandwidth floor's numerator).
@@ -1694,5 +1789,103 @@ impl Decoder for CudaDecoder {
             slot,
             len: 0,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_conversion_rounds_to_nearest_even_and_widens_exactly() {
+        assert_eq!(bf16_bits(1.0), 0x3F80);
+        // 1 + 2^-8 is halfway between two bf16 values: ties go to the even mantissa (1.0).
+        assert_eq!(bf16_bits(1.0 + 1.0 / 256.0), 0x3F80);
+        // Just above halfway rounds up.
+        assert_eq!(bf16_bits(1.0 + 1.0 / 256.0 + 1.0 / 65536.0), 0x3F81);
+        for v in [0.0f32, -2.5, 3.140625, 1e-3, -7e5] {
+            let b = bf16_bits(v);
+            assert_eq!(bf16_bits(bf16_value(b)), b, "{v}");
+            assert!((bf16_value(b) - v).abs() <= v.abs() / 256.0, "{v}");
+        }
+    }
+
+    #[test]
+    fn rope_tables_follow_the_cpu_models_formula() {
+        let cfg = polylith_model::builtin_config();
+        let (cos, sin) = rope_tables(&cfg, 10);
+        let half = cfg.head_dim / 2;
+        assert_eq!(cos.len(), 10 * half);
+        // Position 0: no rotation.
+        assert!(cos[..half].iter().all(|&c| c == 1.0));
+        assert!(sin[..half].iter().all(|&s| s == 0.0));
+        // Position 3, frequency 0 is 1: angle 3.
+        assert_eq!(cos[3 * half], 3.0f32.cos());
+        // The last frequency: theta^(-(hd-2)/hd).
+        let f = 1.0 / (cfg.rope_theta as f32).powf((cfg.head_dim - 2) as f32 / cfg.head_dim as f32);
+        assert_eq!(sin[7 * half + half - 1], (7.0 * f).sin());
+    }
+
+    #[test]
+    fn shapes_the_kernels_cannot_run_are_refused() {
+        let ok = polylith_model::builtin_config();
+        let limits = LlmLimits::default();
+        check_shapes(&ok, &limits).expect("builtin fits");
+        check_shapes(&synthetic_1b_config(), &limits).expect("synthetic fits");
+        let odd = LlamaConfig {
+            hidden_size: 190,
+            ..ok.clone()
+        };
+        assert!(matches!(
+            check_shapes(&odd, &limits),
+            Err(CudaError::UnsupportedModel(_))
+        ));
+        let wide = LlamaConfig {
+            head_dim: 512,
+            num_attention_heads: 1,
+            num_key_value_heads: 1,
+            ..ok.clone()
+        };
+        assert!(check_shapes(&wide, &limits).is_err());
+        for bad in [
+            LlmLimits {
+                max_sequences: 0,
+                max_positions: 10,
+            },
+            LlmLimits {
+                max_sequences: 1,
+                max_positions: 0,
+            },
+            LlmLimits {
+                max_sequences: 1,
+                max_positions: ok.max_position_embeddings + 1,
+            },
+        ] {
+            assert!(
+                matches!(check_shapes(&ok, &bad), Err(CudaError::InvalidInput(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn synthetic_1b_is_about_a_billion_parameters() {
+        let c = synthetic_1b_config();
+        let (h, i, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
+        let q = c.num_attention_heads * c.head_dim;
+        let kv = c.num_key_value_heads * c.head_dim;
+        let per_layer = (q + 2 * kv) * h + h * q + 3 * i * h;
+        let params = c.num_hidden_layers * per_layer + 2 * v * h;
+        assert!((1.0e9..1.5e9).contains(&(params as f64)), "{params}");
+    }
+
+    #[test]
+    fn engine_errors_map_to_the_models_error_kinds() {
+        let m: ModelError = CudaError::LimitExceeded("full".into()).into();
+        assert!(matches!(m, ModelError::InvalidInput(_)));
+        let m: ModelError = CudaError::UnsupportedModel("odd".into()).into();
+        assert!(matches!(m, ModelError::Unsupported(_)));
+        let m: ModelError = CudaError::Driver("boom".into()).into();
+        assert!(m.to_string().contains("boom"), "{m}");
     }
 }

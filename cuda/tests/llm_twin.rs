@@ -550,6 +550,37 @@ fn batched_decode_equals_single_sequence_decode() {
     }
 }
 
+/// Decode steps replayed from a CUDA graph give the logits of plain launches.
+#[test]
+fn graph_replay_equals_plain_launches() {
+    if skip("graph_replay_equals_plain_launches") {
+        return;
+    }
+    let model = builtin();
+    let cuda = decoder(&model);
+    let prompts: Vec<Vec<u32>> = ["graphs", "and plain launches"]
+        .iter()
+        .map(|p| model.encode_prompt(p).expect("prompt"))
+        .collect();
+    let mut runs = Vec::new();
+    for graphs in [false, true] {
+        cuda.set_cuda_graphs(graphs);
+        let mut batch = cuda.new_batch(2).expect("batch");
+        let first = batch.prefill(&prompts).expect("prefill");
+        let mut next: Vec<u32> = first.iter().map(|l| sampling::argmax(l)).collect();
+        let mut all = Vec::new();
+        for _ in 0..6 {
+            let logits = batch.decode(&next).expect("decode");
+            next = logits.iter().map(|l| sampling::argmax(l)).collect();
+            all.extend(logits.into_iter().flatten());
+        }
+        assert_eq!(cuda.cuda_graphs(), graphs, "capture must not fail on a GPU");
+        runs.push(all);
+    }
+    let want: Vec<f64> = runs[0].iter().map(|&v| f64::from(v)).collect();
+    assert_close("graph vs plain", &runs[1], &want, 1e-5, 1e-5);
+}
+
 /// Runs everywhere: without a GPU the engine is a typed error; with one it must not panic.
 #[test]
 fn cuda_decoder_without_a_gpu_is_a_typed_error() {
