@@ -95,20 +95,22 @@ extern "C" __global__ void pl_llm_rmsnorm(const float *__restrict__ x, const u32
 
 // ---------------------------------------------------------------------------------------------
 // Matrix-vector for decode (memory-bound): Y[b][o] = Σ_i W[o][i]·X[b][i] + bias[o] + res[b][o]
-// for b < nb <= PL_MV_BATCH. One warp per output row; each lane streams 8 weights per 128-bit
-// load, so every weight byte is read once per launch whatever nb is. bias and res may be null;
-// res may alias Y (each element is read and then written by the same lane).
+// for b < nb <= PL_MV_BATCH (pl_llm_matvec1: nb = 1). One warp per output row; each lane
+// streams 8 weights per 128-bit load, so every weight byte is read once per launch whatever nb
+// is. bias and res may be null; res may alias Y (each element is read and then written by the
+// same lane).
 // Requires cols % 8 == 0 and 16-byte aligned W and X rows (cols % 8 == 0 gives both).
 // Grid (ceil(rows / 8)), block 256.
 #define PL_MV_BATCH 8
 
 // acc[b] += w · x[b][8c .. 8c+8) for the first nb vectors.
+template <int NB>
 __device__ __forceinline__ void pl_mv_chunk(float *acc, uint4 wv, const float *__restrict__ x, u32 c,
                                             u32 cols, u32 nb) {
     float wf[8];
     pl_unpack8(wv, wf);
 #pragma unroll
-    for (int b = 0; b < PL_MV_BATCH; ++b) {
+    for (int b = 0; b < NB; ++b) {
         if ((u32)b < nb) {
             const float4 *xr = reinterpret_cast<const float4 *>(x + (u64)b * cols) + 2u * c;
             const float4 x0 = xr[0], x1 = xr[1];
@@ -126,28 +128,32 @@ __device__ __forceinline__ void pl_mv_chunk(float *acc, uint4 wv, const float *_
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-    pl_llm_matvec(const u16 *__restrict__ w, const float *__restrict__ x, const float *bias,
-                  const float *res, float *y, u32 rows, u32 cols, u32 nb) {
+// U 128-bit weight loads are issued per lane before any arithmetic: decode is bound by memory
+// latency × bytes in flight, not by the FMAs. U = 4 for one vector; U = 2 for up to 8 (four
+// loads in flight spill registers there).
+template <int NB, int U>
+__device__ __forceinline__ void pl_matvec(const u16 *__restrict__ w, const float *__restrict__ x,
+                                          const float *bias, const float *res, float *y, u32 rows,
+                                          u32 cols, u32 nb) {
     const u32 lane = threadIdx.x & 31u;
     const u32 row = blockIdx.x * 8u + (threadIdx.x >> 5);
-    if (row >= rows) return;
-    float acc[PL_MV_BATCH];
+    if (row >= rows) return;  // warp-uniform: the whole warp leaves before any shuffle
+    float acc[NB];
 #pragma unroll
-    for (int b = 0; b < PL_MV_BATCH; ++b) acc[b] = 0.0f;
+    for (int b = 0; b < NB; ++b) acc[b] = 0.0f;
     const uint4 *wr = reinterpret_cast<const uint4 *>(w + (u64)row * cols);
     const u32 chunks = cols >> 3;
     u32 c = lane;
-    // Two 128-bit weight loads in flight per lane before any arithmetic (decode is bound by
-    // memory latency × bytes in flight, not by the FMAs; four spill registers at nb = 8).
-    for (; c + 32u < chunks; c += 64u) {
-        const uint4 w0 = __ldg(wr + c), w1 = __ldg(wr + c + 32u);
-        pl_mv_chunk(acc, w0, x, c, cols, nb);
-        pl_mv_chunk(acc, w1, x, c + 32u, cols, nb);
-    }
-    for (; c < chunks; c += 32u) pl_mv_chunk(acc, __ldg(wr + c), x, c, cols, nb);
+    for (; c + 32u * (U - 1) < chunks; c += 32u * U) {
+        uint4 wv[U];
 #pragma unroll
-    for (int b = 0; b < PL_MV_BATCH; ++b) {
+        for (int u = 0; u < U; ++u) wv[u] = __ldg(wr + c + 32u * u);
+#pragma unroll
+        for (int u = 0; u < U; ++u) pl_mv_chunk<NB>(acc, wv[u], x, c + 32u * u, cols, nb);
+    }
+    for (; c < chunks; c += 32u) pl_mv_chunk<NB>(acc, __ldg(wr + c), x, c, cols, nb);
+#pragma unroll
+    for (int b = 0; b < NB; ++b) {
         float v = pl_warp_sum(acc[b]);
         if (lane == 0 && (u32)b < nb) {
             if (bias) v += bias[row];
@@ -156,6 +162,19 @@ extern "C" __global__ void __launch_bounds__(256)
             y[idx] = v;
         }
     }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    pl_llm_matvec(const u16 *__restrict__ w, const float *__restrict__ x, const float *bias,
+                  const float *res, float *y, u32 rows, u32 cols, u32 nb) {
+    pl_matvec<PL_MV_BATCH, 2>(w, x, bias, res, y, rows, cols, nb);
+}
+
+// The batch-1 decode case (nb must be 1): fewer registers, so four loads in flight.
+extern "C" __global__ void __launch_bounds__(256)
+    pl_llm_matvec1(const u16 *__restrict__ w, const float *__restrict__ x, const float *bias,
+                   const float *res, float *y, u32 rows, u32 cols, u32 nb) {
+    pl_matvec<1, 4>(w, x, bias, res, y, rows, cols, nb);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -72,6 +72,7 @@ pub const LLM: KernelSource = KernelSource {
         "pl_llm_embed",
         "pl_llm_rmsnorm",
         "pl_llm_matvec",
+        "pl_llm_matvec1",
         "pl_llm_matmul",
         "pl_llm_rope_kv",
         "pl_llm_attention",

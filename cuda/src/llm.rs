@@ -67,6 +67,7 @@ struct LlmKernels {
     embed: CudaFunction,
     rmsnorm: CudaFunction,
     matvec: CudaFunction,
+    matvec1: CudaFunction,
     matmul: CudaFunction,
     rope_kv: CudaFunction,
     attention: CudaFunction,
@@ -110,6 +111,7 @@ fn open(
         embed: f("pl_llm_embed")?,
         rmsnorm: f("pl_llm_rmsnorm")?,
         matvec: f("pl_llm_matvec")?,
+        matvec1: f("pl_llm_matvec1")?,
         matmul: f("pl_llm_matmul")?,
         rope_kv: f("pl_llm_rope_kv")?,
         attention: f("pl_llm_attention")?,
@@ -557,7 +559,8 @@ fn launch_linear(
     let (n_, k_) = (n as u32, kdim as u32);
     if t <= MATVEC_MAX_BATCH {
         let nb = t as u32;
-        let mut b = s.launch_builder(&k.matvec);
+        // One token (batch-1 decode): the variant with more loads in flight.
+        let mut b = s.launch_builder(if t == 1 { &k.matvec1 } else { &k.matvec });
         b.arg(&p.w).arg(&p.x).arg(&p.bias).arg(&p.res).arg(&p.y);
         b.arg(&n_).arg(&k_).arg(&nb);
         // SAFETY: pl_llm_matvec(const u16*, const float*, const float*, const float*, float*,
