@@ -246,6 +246,16 @@ mod tests {
     }
 
     #[test]
+    fn a_partial_yuma_table_keeps_the_other_defaults() {
+        let c = ValidatorConfig::from_toml("[yuma]\nkappa_u16 = 40000\n").unwrap();
+        assert_eq!(c.yuma.kappa_u16, 40_000);
+        assert_eq!(
+            c.yuma.bonds_moving_average,
+            EpochParams::default().bonds_moving_average
+        );
+    }
+
+    #[test]
     fn unknown_keys_and_bad_ranges_are_errors() {
         assert!(ValidatorConfig::from_toml("roundz = 5").is_err());
         for bad in [

@@ -56,6 +56,7 @@ pub enum YumaError {
 
 /// Subnet hyperparameters of one epoch (same names and meaning as `yuma_vectors.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct EpochParams {
     /// κ as u16 (divided by 65535): stake share that defines consensus.
     pub kappa_u16: u16,
