@@ -1,8 +1,7 @@
 // Minimal CPU emulation of the CUDA features llm.cu uses, so the kernels' index arithmetic,
 // reductions and synchronisation can be checked on a machine without a GPU: one OS thread per
 // CUDA thread, blocks run one at a time (so `__shared__` can be `static`), __syncthreads and
-// warp shuffles through std::barrier (a thread that returns drops out of both barriers, like an
-// exited CUDA thread). It does not model the GPU memory model, alignment faults, launch limits,
+// warp shuffles through std::barrier. It does not model the GPU memory model, alignment faults, launch limits,
 // occupancy or speed: passing here is necessary, not sufficient.
 #pragma once
 #include <algorithm>
@@ -45,29 +44,32 @@ template <class T> T __shfl_xor_sync(unsigned, T v, int o) {
     g_warps[t_warp]->arrive_and_wait();
     return r;
 }
+// One worker per CUDA thread of a block, reused for every block of the launch; the blocks run
+// in order, separated by a block-wide barrier. A kernel may return early only block- or
+// warp-uniformly and not before a later __syncthreads of the others (true of llm.cu's kernels:
+// matvec rows past the end leave a whole warp, rope/topk leave the whole block).
 template <class F> void launch(dim3 grid, unsigned threads, F f) {
     gridDim = grid;
     blockDim = dim3{threads, 1, 1};
-    for (unsigned z = 0; z < grid.z; ++z)
-        for (unsigned y = 0; y < grid.y; ++y)
-            for (unsigned x = 0; x < grid.x; ++x) {
-                bar bb(threads);
-                g_block = &bb;
-                unsigned nw = (threads + 31) / 32;
-                g_warps.clear();
-                for (unsigned w = 0; w < nw; ++w) g_warps.emplace_back(new bar(std::min(32u, threads - 32 * w)));
-                g_shfl.assign(nw, {});
-                std::vector<std::thread> ts;
-                for (unsigned i = 0; i < threads; ++i)
-                    ts.emplace_back([&, i] {
-                        threadIdx = dim3{i, 0, 0};
+    bar bb(threads);
+    g_block = &bb;
+    const unsigned nw = (threads + 31) / 32;
+    g_warps.clear();
+    for (unsigned w = 0; w < nw; ++w) g_warps.emplace_back(new bar(std::min(32u, threads - 32 * w)));
+    g_shfl.assign(nw, {});
+    std::vector<std::thread> ts;
+    for (unsigned i = 0; i < threads; ++i)
+        ts.emplace_back([&, i] {
+            threadIdx = dim3{i, 0, 0};
+            t_lane = i % 32;
+            t_warp = i / 32;
+            for (unsigned z = 0; z < grid.z; ++z)
+                for (unsigned y = 0; y < grid.y; ++y)
+                    for (unsigned x = 0; x < grid.x; ++x) {
                         blockIdx = dim3{x, y, z};
-                        t_lane = i % 32;
-                        t_warp = i / 32;
                         f();
-                        g_warps[t_warp]->arrive_and_drop();
-                        g_block->arrive_and_drop();
-                    });
-                for (auto &t : ts) t.join();
-            }
+                        bb.arrive_and_wait();  // the block is done before the next one starts
+                    }
+        });
+    for (auto &t : ts) t.join();
 }
