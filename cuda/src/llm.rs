@@ -20,15 +20,17 @@ use polylith_model::{Decoder, LlamaConfig, Model, ModelError, Sequence};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, OnceLock, mpsc};
 
+pub mod plan;
+
+pub use plan::{ATTN_SPLIT, MATVEC_MAX_BATCH};
+use plan::{
+    Arg, AttnAddrs, Kernel, Launch, LayerAddrs, Layout, ScratchAddrs, ScratchSizes, StepInputs,
+};
+
 /// Most tokens one forward step runs (longer prompts are prefilled in chunks of this size).
 pub const MAX_STEP_TOKENS: usize = 256;
-/// Keys per attention split (the decode attention is split over the KV length in chunks of
-/// this many positions and merged by `pl_llm_attn_combine`).
-pub const ATTN_SPLIT: usize = 256;
 /// Largest head_dim the attention kernel supports.
 pub const MAX_HEAD_DIM: usize = 256;
-/// Batch size up to which the matrix-vector kernel is used (above it, the tiled matmul).
-pub const MATVEC_MAX_BATCH: usize = 8;
 /// Most alternatives the device top-k kernel returns.
 pub const MAX_TOP_K: usize = 64;
 
@@ -291,14 +293,19 @@ impl LlmOps {
         let rd = res.map(|r| self.up(r)).transpose()?;
         let out = self.zeros::<f32>(t * n)?;
         let s = &self.stream;
-        let ptrs = LinearPtrs {
-            x: addr(&xd, s),
-            w: addr(&wd, s),
-            bias: bd.as_ref().map_or(0, |b| addr(b, s)),
-            res: rd.as_ref().map_or(0, |r| addr(r, s)),
-            y: addr(&out, s),
-        };
-        launch_linear(&self.k, s, &ptrs, t, n, k)?;
+        let mut p = Vec::new();
+        plan::linear(
+            &mut p,
+            addr(&xd, s),
+            addr(&wd, s),
+            bd.as_ref().map_or(0, |b| addr(b, s)),
+            rd.as_ref().map_or(0, |r| addr(r, s)),
+            addr(&out, s),
+            t,
+            n,
+            k,
+        );
+        execute(&self.k, s, &p)?;
         Ok(s.clone_dtoh(&out)?)
     }
 
@@ -418,7 +425,7 @@ impl LlmOps {
         let part = self.zeros::<f32>(t * nh * splits * (hd + 2))?;
         let out = self.zeros::<f32>(t * nh * hd)?;
         let s = &self.stream;
-        let p = AttnPtrs {
+        let a = AttnAddrs {
             q: addr(&qd, s),
             k: addr(&kd, s),
             v: addr(&vd, s),
@@ -427,7 +434,9 @@ impl LlmOps {
             part: addr(&part, s),
             out: addr(&out, s),
         };
-        launch_attention(&self.k, s, &p, cfg_, t, max_pos, split_len, splits)?;
+        let mut p = Vec::new();
+        plan::attention(&mut p, cfg_, &a, t, max_pos, split_len, splits);
+        execute(&self.k, s, &p)?;
         Ok(s.clone_dtoh(&out)?)
     }
 
@@ -537,92 +546,39 @@ fn rows_of(x: &[f32], vocab: usize) -> Result<usize, CudaError> {
     Ok(x.len() / vocab)
 }
 
-/// Device addresses of one linear layer's operands (0 = absent bias / residual).
-struct LinearPtrs {
-    x: u64,
-    w: u64,
-    bias: u64,
-    res: u64,
-    y: u64,
-}
-
-/// `y (t × n) = x (t × k) · wᵀ + bias + res`: the matrix-vector kernel for small t (every
-/// weight byte read once), the tiled matmul for prefill.
-fn launch_linear(
-    k: &LlmKernels,
-    s: &CudaStream,
-    p: &LinearPtrs,
-    t: usize,
-    n: usize,
-    kdim: usize,
-) -> Result<(), CudaError> {
-    let (n_, k_) = (n as u32, kdim as u32);
-    if t <= MATVEC_MAX_BATCH {
-        let nb = t as u32;
-        // One token (batch-1 decode): the variant with more loads in flight.
-        let mut b = s.launch_builder(if t == 1 { &k.matvec1 } else { &k.matvec });
-        b.arg(&p.w).arg(&p.x).arg(&p.bias).arg(&p.res).arg(&p.y);
-        b.arg(&n_).arg(&k_).arg(&nb);
-        // SAFETY: pl_llm_matvec(const u16*, const float*, const float*, const float*, float*,
-        // u32 rows, u32 cols, u32 nb): w is n×k, x t×k, y/res t×n, k % 8 == 0 (checked by callers).
-        unsafe { b.launch(lc((n.div_ceil(8) as u32, 1, 1), 256)) }?;
-    } else {
-        let t_ = t as u32;
-        let mut b = s.launch_builder(&k.matmul);
-        b.arg(&p.x).arg(&p.w).arg(&p.bias).arg(&p.res).arg(&p.y);
-        b.arg(&t_).arg(&n_).arg(&k_);
-        // SAFETY: pl_llm_matmul(const float*, const u16*, const float*, const float*, float*,
-        // u32 T, u32 N, u32 K) with the same shapes; every access is bounds-checked.
-        unsafe { b.launch(lc((n.div_ceil(64) as u32, t.div_ceil(64) as u32, 1), 256)) }?;
+impl LlmKernels {
+    fn get(&self, k: Kernel) -> &CudaFunction {
+        match k {
+            Kernel::Embed => &self.embed,
+            Kernel::RmsNorm => &self.rmsnorm,
+            Kernel::Matvec => &self.matvec,
+            Kernel::Matvec1 => &self.matvec1,
+            Kernel::Matmul => &self.matmul,
+            Kernel::RopeKv => &self.rope_kv,
+            Kernel::Attention => &self.attention,
+            Kernel::Combine => &self.combine,
+            Kernel::Swiglu => &self.swiglu,
+        }
     }
-    Ok(())
 }
 
-/// Device addresses of one attention call.
-struct AttnPtrs {
-    q: u64,
-    k: u64,
-    v: u64,
-    slot: u64,
-    pos: u64,
-    part: u64,
-    out: u64,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn launch_attention(
-    k: &LlmKernels,
-    s: &CudaStream,
-    p: &AttnPtrs,
-    c: &LlamaConfig,
-    t: usize,
-    max_pos: usize,
-    split_len: usize,
-    splits: usize,
-) -> Result<(), CudaError> {
-    let (nh, nkv, hd) = (
-        c.num_attention_heads as u32,
-        c.num_key_value_heads as u32,
-        c.head_dim as u32,
-    );
-    let (mp, sl, sp) = (max_pos as u32, split_len as u32, splits as u32);
-    // As the CPU model: 1/sqrt(hd) in f64, applied as an f32 factor.
-    let scale = (1.0 / (c.head_dim as f64).sqrt()) as f32;
-    let mut b = s.launch_builder(&k.attention);
-    b.arg(&p.q)
-        .arg(&p.k)
-        .arg(&p.v)
-        .arg(&p.slot)
-        .arg(&p.pos)
-        .arg(&p.part);
-    b.arg(&nh).arg(&nkv).arg(&hd).arg(&mp).arg(&sl).arg(&scale);
-    // SAFETY: matches pl_llm_attention; part holds t·nh·splits·(hd+2) floats, caches
-    // slots·nkv·max_pos·hd, hd ≤ MAX_HEAD_DIM (checked at construction).
-    unsafe { b.launch(lc((t as u32, nh, sp), 128)) }?;
-    let mut b = s.launch_builder(&k.combine);
-    b.arg(&p.part).arg(&p.out).arg(&nh).arg(&hd).arg(&sp);
-    // SAFETY: pl_llm_attn_combine(const float*, float*, u32, u32, u32); out holds t·nh·hd.
-    unsafe { b.launch(lc((t as u32 * nh, 1, 1), 128)) }?;
+/// Launches a plan (see [`plan`]) in order on `s`.
+fn execute(k: &LlmKernels, s: &CudaStream, launches: &[Launch]) -> Result<(), CudaError> {
+    for l in launches {
+        let mut b = s.launch_builder(k.get(l.kernel));
+        for a in &l.args {
+            match a {
+                Arg::Ptr(v) | Arg::U64(v) => b.arg(v),
+                Arg::U32(v) => b.arg(v),
+                Arg::F32(v) => b.arg(v),
+            };
+        }
+        // SAFETY: `plan` builds every launch with its kernel's exact parameter list (the same
+        // plans are replayed against the kernels under CPU emulation in tests/llm_emu.rs), over
+        // buffers sized by `ScratchSizes` and the engine's allocations, with shapes checked by
+        // `check_shapes` and the step validation in `Engine::forward`.
+        unsafe { b.launch(lc(l.grid, l.block)) }?;
+    }
     Ok(())
 }
 
@@ -708,22 +664,6 @@ struct DeviceLayer {
     v_cache: CudaSlice<f32>,
 }
 
-/// Addresses of a layer's buffers, taken once (they never move).
-struct LayerAddrs {
-    in_norm: u64,
-    qkv: u64,
-    qkv_b: u64,
-    o: u64,
-    o_b: u64,
-    post_norm: u64,
-    gate_up: u64,
-    gate_up_b: u64,
-    down: u64,
-    down_b: u64,
-    k_cache: u64,
-    v_cache: u64,
-}
-
 /// Per-step scratch buffers, sized for `max_tokens` tokens and `max_rows` logit rows.
 struct Scratch {
     tokens: CudaSlice<u32>,
@@ -765,14 +705,10 @@ struct Engine {
     _cos: CudaSlice<f32>,
     _sin: CudaSlice<f32>,
     _layers: Vec<DeviceLayer>,
-    embed: u64,
-    lm_head: u64,
-    norm: u64,
-    cos: u64,
-    sin: u64,
-    layers: Vec<LayerAddrs>,
+    /// Every address a step refers to, taken once: no `device_ptr` call (which may record or
+    /// wait on cudarc events) happens inside a graph capture.
+    layout: Layout,
     s: Scratch,
-    sa: ScratchAddrs,
     weight_bytes: u64,
     /// Whether decode steps replay CUDA graphs (`POLYLITH_CUDA_GRAPHS=0` turns them off).
     use_graphs: bool,
@@ -785,26 +721,6 @@ struct Engine {
 struct SendGraph(CudaGraph);
 // SAFETY: see the type's comment: all access is serialised by the engine's mutex.
 unsafe impl Send for SendGraph {}
-
-/// Addresses of the scratch buffers, taken once: no `device_ptr` call (which may record or
-/// wait on events) happens inside a graph capture.
-struct ScratchAddrs {
-    tokens: u64,
-    slot: u64,
-    pos: u64,
-    rows: u64,
-    x: u64,
-    h: u64,
-    qkv: u64,
-    q: u64,
-    att: u64,
-    part: u64,
-    gu: u64,
-    act: u64,
-    last: u64,
-    logits: u64,
-    ids: u64,
-}
 
 fn opt_addr(b: &Option<CudaSlice<f32>>, s: &CudaStream) -> u64 {
     b.as_ref().map_or(0, |b| addr(b, s))
@@ -834,17 +750,14 @@ impl Engine {
         );
         let max_tokens = MAX_STEP_TOKENS.max(slots);
         let max_rows = slots.max(1);
-        let splits = positions.div_ceil(ATTN_SPLIT);
 
         // Refuse before allocating if it cannot fit.
         let per_layer_w = (q + 2 * kv) * h + h * q + 2 * inter * h + h * inter;
         let lm = if cfg.tie_word_embeddings { 0 } else { v * h };
         let weight_elems = v * h + lm + layers_n * per_layer_w;
         let kv_elems = 2 * layers_n * slots * nkv * positions * hd;
-        let scratch_elems = max_tokens
-            * (3 * h + (q + 2 * kv) + 2 * q + nh * splits * (hd + 2) + 3 * inter)
-            + max_rows * (h + v);
-        let need = 2 * weight_elems + 4 * kv_elems + 4 * scratch_elems;
+        let sizes = ScratchSizes::new(&cfg, max_tokens, max_rows, positions);
+        let need = 2 * weight_elems + 4 * kv_elems + sizes.bytes();
         let (free, _) = ctx.mem_get_info()?;
         if need > free {
             return Err(CudaError::TooLarge(format!(
@@ -941,21 +854,20 @@ impl Engine {
                 }
             };
             let kv_len = slots * nkv * positions * hd;
+            let [m_qkv, m_o, m_gu, m_down] = plan::layer_matrices(&cfg, i);
+            let mut mat = |(names, rows, cols): (Vec<String>, usize, usize)| {
+                upload_mat(&names, rows, cols, &mut seed_ctr)
+            };
             layers.push(DeviceLayer {
                 in_norm: upload_vec(&[format!("{p}.input_layernorm.weight")], h, true)?,
-                qkv: upload_mat(&names(&qkv_n, "weight"), q + 2 * kv, h, &mut seed_ctr)?,
+                qkv: mat(m_qkv)?,
                 qkv_b: bias(&qkv_n, ab, q + 2 * kv)?,
-                o: upload_mat(&names(&["self_attn.o_proj"], "weight"), h, q, &mut seed_ctr)?,
+                o: mat(m_o)?,
                 o_b: bias(&["self_attn.o_proj"], ab, h)?,
                 post_norm: upload_vec(&[format!("{p}.post_attention_layernorm.weight")], h, true)?,
-                gate_up: upload_mat(&names(&gu_n, "weight"), 2 * inter, h, &mut seed_ctr)?,
+                gate_up: mat(m_gu)?,
                 gate_up_b: bias(&gu_n, mb, 2 * inter)?,
-                down: upload_mat(
-                    &names(&["mlp.down_proj"], "weight"),
-                    h,
-                    inter,
-                    &mut seed_ctr,
-                )?,
+                down: mat(m_down)?,
                 down_b: bias(&["mlp.down_proj"], mb, h)?,
                 // Zeroed so that a kernel bug reads zeros, never stale data of another sequence.
                 k_cache: stream.alloc_zeros::<f32>(kv_len)?,
@@ -966,22 +878,23 @@ impl Engine {
         let (cos, sin) = (stream.clone_htod(&cos)?, stream.clone_htod(&sin)?);
         let z32 = |n: usize| stream.alloc_zeros::<f32>(n.max(1));
         let zu = |n: usize| stream.alloc_zeros::<u32>(n.max(1));
+        let z = &sizes;
         let s = Scratch {
-            tokens: zu(max_tokens)?,
-            slot: zu(max_tokens)?,
-            pos: zu(max_tokens)?,
-            rows: zu(max_rows)?,
-            x: z32(max_tokens * h)?,
-            h: z32(max_tokens * h)?,
-            qkv: z32(max_tokens * (q + 2 * kv))?,
-            q: z32(max_tokens * q)?,
-            att: z32(max_tokens * q)?,
-            part: z32(max_tokens * nh * splits * (hd + 2))?,
-            gu: z32(max_tokens * 2 * inter)?,
-            act: z32(max_tokens * inter)?,
-            last: z32(max_rows * h)?,
-            logits: z32(max_rows * v)?,
-            ids: zu(max_rows)?,
+            tokens: zu(z.tokens)?,
+            slot: zu(z.tokens)?,
+            pos: zu(z.tokens)?,
+            rows: zu(z.rows)?,
+            x: z32(z.x)?,
+            h: z32(z.x)?,
+            qkv: z32(z.qkv)?,
+            q: z32(z.q)?,
+            att: z32(z.q)?,
+            part: z32(z.part)?,
+            gu: z32(z.gu)?,
+            act: z32(z.act)?,
+            last: z32(z.last)?,
+            logits: z32(z.logits)?,
+            ids: zu(z.rows)?,
         };
         let st = &stream;
         let sa = ScratchAddrs {
@@ -1024,15 +937,20 @@ impl Engine {
         let weight_bytes =
             (2 * (lm + head + layers_n * per_layer_w) + 4 * (h + 2 * layers_n * h)) as u64;
         let embed_a = addr(&embed, st);
-        let lm_a = lm_head.as_ref().map_or(embed_a, |l| addr(l, st));
-        stream.synchronize()?;
-        Ok(Engine {
+        let layout = Layout {
+            cfg: cfg.clone(),
+            max_positions: positions,
             embed: embed_a,
-            lm_head: lm_a,
+            lm_head: lm_head.as_ref().map_or(embed_a, |l| addr(l, st)),
             norm: addr(&norm, st),
             cos: addr(&cos, st),
             sin: addr(&sin, st),
             layers: layer_addrs,
+            scratch: sa,
+        };
+        stream.synchronize()?;
+        Ok(Engine {
+            layout,
             _embed: embed,
             _lm_head: lm_head,
             _norm: norm,
@@ -1046,7 +964,6 @@ impl Engine {
             max_tokens,
             max_rows,
             s,
-            sa,
             weight_bytes,
             use_graphs: std::env::var("POLYLITH_CUDA_GRAPHS").map_or(true, |v| v != "0"),
             graphs: HashMap::new(),
@@ -1065,13 +982,6 @@ impl Engine {
                 self.max_tokens, self.max_rows
             )));
         }
-        let (mut tokens, mut slot, mut pos, mut rows) = (
-            Vec::with_capacity(t),
-            Vec::with_capacity(t),
-            Vec::with_capacity(t),
-            Vec::with_capacity(r),
-        );
-        let mut longest = 0usize;
         for p in pieces {
             let end = p.start + p.tokens.len();
             if end > self.limits.max_positions || p.slot as usize >= self.limits.max_sequences {
@@ -1090,14 +1000,14 @@ impl Engine {
                     self.cfg.vocab_size
                 )));
             }
-            for (i, &id) in p.tokens.iter().enumerate() {
-                tokens.push(id);
-                slot.push(p.slot);
-                pos.push((p.start + i) as u32);
-            }
-            rows.push((tokens.len() - 1) as u32);
-            longest = longest.max(end);
         }
+        let StepInputs {
+            tokens,
+            slot,
+            pos,
+            rows,
+            longest,
+        } = StepInputs::new(pieces.iter().map(|p| (p.slot, p.start, p.tokens)));
         let st = self.stream.clone();
         st.memcpy_htod(&tokens, &mut self.s.tokens.slice_mut(0..t))?;
         st.memcpy_htod(&slot, &mut self.s.slot.slice_mut(0..t))?;
@@ -1149,160 +1059,11 @@ impl Engine {
     /// the step buffers, attention over `splits` splits. Touches no host memory and makes no
     /// synchronising call, so it can be captured into a graph.
     fn launch_all(&self, t: usize, r: usize, splits: usize) -> Result<(), CudaError> {
-        let s = &*self.stream;
-        let c = &self.cfg;
-        let (h, inter, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
-        let (nh, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
-        let (q, kv) = (nh * hd, nkv * hd);
-        let sa = &self.sa;
-        let (x, hb, qkv, qb, att, part, gu, act) =
-            (sa.x, sa.h, sa.qkv, sa.q, sa.att, sa.part, sa.gu, sa.act);
-        let (tok, slot_a, pos_a, rows_a) = (sa.tokens, sa.slot, sa.pos, sa.rows);
-        let (h32, v32, eps, mp) = (
-            h as u32,
-            v as u32,
-            c.rms_norm_eps as f32,
-            self.limits.max_positions as u32,
-        );
-        let (nh32, nkv32, hd32) = (nh as u32, nkv as u32, hd as u32);
-        let k = &self.k;
-        let t32 = t as u32;
-        let zero = 0u64;
-
-        let mut b = s.launch_builder(&k.embed);
-        b.arg(&self.embed).arg(&tok).arg(&x).arg(&h32).arg(&v32);
-        // SAFETY: pl_llm_embed(embed vocab×h, tokens[t] < vocab (checked), x t×h).
-        unsafe { b.launch(lc((t32, 1, 1), 128)) }?;
-        let rmsnorm =
-            |src: u64, rows_p: u64, w: u64, dst: u64, n_rows: u32| -> Result<(), CudaError> {
-                let mut b = s.launch_builder(&k.rmsnorm);
-                b.arg(&src)
-                    .arg(&rows_p)
-                    .arg(&w)
-                    .arg(&dst)
-                    .arg(&h32)
-                    .arg(&eps);
-                // SAFETY: pl_llm_rmsnorm over n_rows rows of h; rows_p (if set) indexes rows < t.
-                unsafe { b.launch(lc((n_rows, 1, 1), 256)) }?;
-                Ok(())
-            };
-        for l in &self.layers {
-            rmsnorm(x, zero, l.in_norm, hb, t32)?;
-            launch_linear(
-                k,
-                s,
-                &LinearPtrs {
-                    x: hb,
-                    w: l.qkv,
-                    bias: l.qkv_b,
-                    res: 0,
-                    y: qkv,
-                },
-                t,
-                q + 2 * kv,
-                h,
-            )?;
-            let mut b = s.launch_builder(&k.rope_kv);
-            b.arg(&qkv)
-                .arg(&slot_a)
-                .arg(&pos_a)
-                .arg(&self.cos)
-                .arg(&self.sin)
-                .arg(&qb);
-            b.arg(&l.k_cache)
-                .arg(&l.v_cache)
-                .arg(&nh32)
-                .arg(&nkv32)
-                .arg(&hd32)
-                .arg(&mp);
-            // SAFETY: pl_llm_rope_kv; slots < max_sequences and positions < max_positions
-            // (checked above) index inside the layer's caches.
-            unsafe { b.launch(lc((t32, 1, 1), 256)) }?;
-            let ap = AttnPtrs {
-                q: qb,
-                k: l.k_cache,
-                v: l.v_cache,
-                slot: slot_a,
-                pos: pos_a,
-                part,
-                out: att,
-            };
-            launch_attention(
-                k,
-                s,
-                &ap,
-                c,
-                t,
-                self.limits.max_positions,
-                ATTN_SPLIT,
-                splits,
-            )?;
-            launch_linear(
-                k,
-                s,
-                &LinearPtrs {
-                    x: att,
-                    w: l.o,
-                    bias: l.o_b,
-                    res: x,
-                    y: x,
-                },
-                t,
-                h,
-                q,
-            )?;
-            rmsnorm(x, zero, l.post_norm, hb, t32)?;
-            launch_linear(
-                k,
-                s,
-                &LinearPtrs {
-                    x: hb,
-                    w: l.gate_up,
-                    bias: l.gate_up_b,
-                    res: 0,
-                    y: gu,
-                },
-                t,
-                2 * inter,
-                h,
-            )?;
-            let (inter32, total) = (inter as u32, (t * inter) as u64);
-            let mut b = s.launch_builder(&k.swiglu);
-            b.arg(&gu).arg(&act).arg(&inter32).arg(&total);
-            // SAFETY: pl_llm_swiglu over t·inter outputs of a t×2·inter input.
-            unsafe { b.launch(lc((blocks(total, 256), 1, 1), 256)) }?;
-            launch_linear(
-                k,
-                s,
-                &LinearPtrs {
-                    x: act,
-                    w: l.down,
-                    bias: l.down_b,
-                    res: x,
-                    y: x,
-                },
-                t,
-                h,
-                inter,
-            )?;
-        }
-        let (last, logits) = (sa.last, sa.logits);
-        rmsnorm(x, rows_a, self.norm, last, r as u32)?;
-        launch_linear(
-            k,
-            s,
-            &LinearPtrs {
-                x: last,
-                w: self.lm_head,
-                bias: 0,
-                res: 0,
-                y: logits,
-            },
-            r,
-            v,
-            h,
-        )?;
-        Ok(())
+        execute(
+            &self.k,
+            &self.stream,
+            &plan::step(&self.layout, t, r, splits),
+        )
     }
 
     /// Copies the first `r` logit rows back.
@@ -1315,7 +1076,8 @@ impl Engine {
     /// Device argmax of the first `r` logit rows (only the ids are copied back).
     fn argmax(&self, r: usize) -> Result<Vec<u32>, CudaError> {
         let s = &self.stream;
-        let (l, o, v) = (self.sa.logits, self.sa.ids, self.cfg.vocab_size as u32);
+        let sa = &self.layout.scratch;
+        let (l, o, v) = (sa.logits, sa.ids, self.cfg.vocab_size as u32);
         let mut b = s.launch_builder(&self.k.argmax);
         b.arg(&l).arg(&o).arg(&v);
         // SAFETY: pl_llm_argmax over r ≤ max_rows rows; ids holds max_rows.

@@ -104,23 +104,95 @@ fn build_emulator(name: &str, source: &str, dir: &Path) -> Option<std::path::Pat
     Some(exe)
 }
 
-/// The engine's whole launch sequence, run on the CPU through the emulator on the builtin
-/// model's bf16 weights, gives the CPU model's logits: prefill (matmul path), one decode token
-/// (matvec1, maximal split count as in a captured graph), and a step mixing two sequences
-/// (matvec, 8 tokens). This checks the layouts and the launch order against candle's model.
+/// A fake device for plans: buffers are numbered, addresses are `(id << 40) | offset`, and
+/// every operation is recorded in the emulator's plan format.
+#[derive(Default)]
+struct PlanFile {
+    sizes: Vec<u64>,
+    ops: Vec<u8>,
+}
+
+impl PlanFile {
+    fn buf(&mut self, bytes: usize) -> u64 {
+        self.sizes.push(bytes.max(4) as u64);
+        (self.sizes.len() as u64) << 40
+    }
+    fn word(&mut self, v: u32) {
+        self.ops.extend(v.to_le_bytes());
+    }
+    fn long(&mut self, v: u64) {
+        self.ops.extend(v.to_le_bytes());
+    }
+    fn upload(&mut self, addr: u64, bytes: &[u8]) {
+        self.word(1);
+        self.long(addr);
+        self.long(bytes.len() as u64);
+        self.ops.extend(bytes);
+    }
+    fn filled(&mut self, bytes: Vec<u8>) -> u64 {
+        let a = self.buf(bytes.len());
+        self.upload(a, &bytes);
+        a
+    }
+    fn launch(&mut self, l: &polylith_cuda::llm::plan::Launch) {
+        use polylith_cuda::llm::plan::Arg;
+        self.word(2);
+        self.word(l.kernel as u32);
+        for v in [l.grid.0, l.grid.1, l.grid.2, l.block, l.args.len() as u32] {
+            self.word(v);
+        }
+        for a in &l.args {
+            let (tag, bits) = match *a {
+                Arg::Ptr(p) => (0, p),
+                Arg::U32(v) => (1, u64::from(v)),
+                Arg::U64(v) => (2, v),
+                Arg::F32(v) => (3, u64::from(v.to_bits())),
+            };
+            self.word(tag);
+            self.long(bits);
+        }
+    }
+    fn download(&mut self, addr: u64, bytes: usize) {
+        self.word(3);
+        self.long(addr);
+        self.long(bytes as u64);
+    }
+    fn finish(mut self) -> Vec<u8> {
+        self.word(0);
+        let mut out = Vec::new();
+        out.extend((self.sizes.len() as u32).to_le_bytes());
+        for s in &self.sizes {
+            out.extend(s.to_le_bytes());
+        }
+        out.extend(self.ops);
+        out
+    }
+}
+
+fn le<T: Copy>(v: &[T], f: impl Fn(T) -> Vec<u8>) -> Vec<u8> {
+    v.iter().flat_map(|&x| f(x)).collect()
+}
+
+/// The engine's own launch plans (`llm::plan::step`, what `CudaDecoder` executes), replayed on
+/// the CPU through the emulator on the builtin model's bf16 weights, give the CPU model's
+/// logits. Three steps: a 12-token prefill (matmul path), one decode token (matvec1, with the
+/// maximal split count of a captured graph) and a step mixing two sequences (matvec, 8 tokens).
+/// Checks the plan's argument lists, grids, layouts and order against candle's model.
 #[test]
-fn emulated_engine_forward_matches_the_cpu_model() {
-    use polylith_cuda::llm::{bf16_bits, rope_tables};
-    let name = "emulated_engine_forward_matches_the_cpu_model";
+fn engine_plans_replayed_under_emulation_match_the_cpu_model() {
+    use polylith_cuda::llm::plan::{
+        self, LayerAddrs, Layout, ScratchAddrs, ScratchSizes, StepInputs,
+    };
+    use polylith_cuda::llm::{ATTN_SPLIT, bf16_bits, rope_tables};
+    let name = "engine_plans_replayed_under_emulation_match_the_cpu_model";
     let dir = tempfile::tempdir().expect("temp dir");
-    let Some(exe) = build_emulator(name, "llm_forward_emu.cpp", dir.path()) else {
+    let Some(exe) = build_emulator(name, "llm_plan_emu.cpp", dir.path()) else {
         return;
     };
     let model = polylith_model::Model::builtin().expect("builtin");
     let c = model.config().clone();
-    let mut w: Vec<u8> = Vec::new();
-    let u = |w: &mut Vec<u8>, v: usize| w.extend((v as u32).to_le_bytes());
-    let f32s = |w: &mut Vec<u8>, v: &[f32]| w.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+    let v = c.vocab_size;
+    let (slots, positions, max_tokens) = (2usize, c.max_position_embeddings, 16usize);
     let get = |n: &str| -> Vec<f32> {
         model
             .weights()
@@ -131,79 +203,96 @@ fn emulated_engine_forward_matches_the_cpu_model() {
             .to_vec1::<f32>()
             .expect(n)
     };
-    let bf = |w: &mut Vec<u8>, names: &[String]| {
-        for n in names {
-            w.extend(get(n).into_iter().flat_map(|x| bf16_bits(x).to_le_bytes()));
-        }
+    let bf = |names: &[String]| -> Vec<u8> {
+        names
+            .iter()
+            .flat_map(|n| get(n))
+            .flat_map(|x| bf16_bits(x).to_le_bytes())
+            .collect()
     };
-    let slots = 2;
-    for v in [
-        c.hidden_size,
-        c.intermediate_size,
-        c.vocab_size,
-        c.num_hidden_layers,
-        c.num_attention_heads,
-        c.num_key_value_heads,
-        c.head_dim,
-        c.max_position_embeddings,
-        slots,
-    ] {
-        u(&mut w, v);
-    }
-    f32s(&mut w, &[c.rms_norm_eps as f32]);
-    let (cos, sin) = rope_tables(&c, c.max_position_embeddings);
-    f32s(&mut w, &cos);
-    f32s(&mut w, &sin);
-    bf(&mut w, &["model.embed_tokens.weight".into()]);
-    for i in 0..c.num_hidden_layers {
-        let p = format!("model.layers.{i}");
-        f32s(&mut w, &get(&format!("{p}.input_layernorm.weight")));
-        bf(
-            &mut w,
-            &["q_proj", "k_proj", "v_proj"].map(|n| format!("{p}.self_attn.{n}.weight")),
-        );
-        bf(&mut w, &[format!("{p}.self_attn.o_proj.weight")]);
-        f32s(
-            &mut w,
-            &get(&format!("{p}.post_attention_layernorm.weight")),
-        );
-        bf(
-            &mut w,
-            &["gate_proj", "up_proj"].map(|n| format!("{p}.mlp.{n}.weight")),
-        );
-        bf(&mut w, &[format!("{p}.mlp.down_proj.weight")]);
-    }
-    f32s(&mut w, &get("model.norm.weight"));
-    bf(&mut w, &["lm_head.weight".into()]);
+    let f32b = |x: &[f32]| le(x, |v| v.to_le_bytes().to_vec());
+    let mut f = PlanFile::default();
+    let embed = f.filled(bf(&["model.embed_tokens.weight".into()]));
+    let lm_head = f.filled(bf(&["lm_head.weight".into()]));
+    let norm = f.filled(f32b(&get("model.norm.weight")));
+    let (cos, sin) = rope_tables(&c, positions);
+    let (cos, sin) = (f.filled(f32b(&cos)), f.filled(f32b(&sin)));
+    let kv_bytes = 4 * slots * c.num_key_value_heads * positions * c.head_dim;
+    let layers: Vec<LayerAddrs> = (0..c.num_hidden_layers)
+        .map(|i| {
+            let p = format!("model.layers.{i}");
+            let [qkv, o, gu, down] = plan::layer_matrices(&c, i).map(|(names, _, _)| bf(&names));
+            LayerAddrs {
+                in_norm: f.filled(f32b(&get(&format!("{p}.input_layernorm.weight")))),
+                qkv: f.filled(qkv),
+                o: f.filled(o),
+                post_norm: f.filled(f32b(&get(&format!("{p}.post_attention_layernorm.weight")))),
+                gate_up: f.filled(gu),
+                down: f.filled(down),
+                k_cache: f.buf(kv_bytes),
+                v_cache: f.buf(kv_bytes),
+                ..LayerAddrs::default()
+            }
+        })
+        .collect();
+    let z = ScratchSizes::new(&c, max_tokens, slots, positions);
+    let mut b4 = |n: usize| f.buf(4 * n);
+    let scratch = ScratchAddrs {
+        tokens: b4(z.tokens),
+        slot: b4(z.tokens),
+        pos: b4(z.tokens),
+        rows: b4(z.rows),
+        x: b4(z.x),
+        h: b4(z.x),
+        qkv: b4(z.qkv),
+        q: b4(z.q),
+        att: b4(z.q),
+        part: b4(z.part),
+        gu: b4(z.gu),
+        act: b4(z.act),
+        last: b4(z.last),
+        logits: b4(z.logits),
+        ids: b4(z.rows),
+    };
+    let layout = Layout {
+        cfg: c.clone(),
+        max_positions: positions,
+        embed,
+        lm_head,
+        norm,
+        cos,
+        sin,
+        layers,
+        scratch,
+    };
     let ids = model
         .encode_prompt("Hello, emulated world!")
         .expect("prompt");
     assert!(ids.len() >= 16);
-    // (pieces: (slot, start, tokens), splits) per step.
-    type Step<'a> = (Vec<(usize, usize, &'a [u32])>, usize);
-    let steps: Vec<Step<'_>> = vec![
-        (vec![(0, 0, &ids[..12])], 1),
-        (vec![(0, 12, &ids[12..13])], 2),
-        (vec![(0, 13, &ids[13..16]), (1, 0, &ids[..5])], 1),
+    let graph_splits = positions.div_ceil(ATTN_SPLIT);
+    type Piece<'a> = (u32, usize, &'a [u32]);
+    let steps: [(Vec<Piece<'_>>, Option<usize>); 3] = [
+        (vec![(0, 0, &ids[..12])], None),
+        (vec![(0, 12, &ids[12..13])], Some(graph_splits)),
+        (vec![(0, 13, &ids[13..16]), (1, 0, &ids[..5])], None),
     ];
-    u(&mut w, steps.len());
     for (pieces, splits) in &steps {
-        u(&mut w, pieces.len());
-        u(&mut w, *splits);
-        for &(slot, start, toks) in pieces {
-            u(&mut w, slot);
-            u(&mut w, start);
-            u(&mut w, toks.len());
-            w.extend(toks.iter().flat_map(|t| t.to_le_bytes()));
+        let s = StepInputs::new(pieces.iter().copied());
+        let u32b = |x: &[u32]| le(x, |v| v.to_le_bytes().to_vec());
+        f.upload(scratch.tokens, &u32b(&s.tokens));
+        f.upload(scratch.slot, &u32b(&s.slot));
+        f.upload(scratch.pos, &u32b(&s.pos));
+        f.upload(scratch.rows, &u32b(&s.rows));
+        let splits = splits.unwrap_or(s.longest.div_ceil(ATTN_SPLIT));
+        for l in plan::step(&layout, s.tokens.len(), s.rows.len(), splits) {
+            f.launch(&l);
         }
+        f.download(scratch.logits, 4 * v * s.rows.len());
     }
-    let (wpath, opath) = (
-        dir.path().join("weights.bin"),
-        dir.path().join("logits.bin"),
-    );
-    std::fs::write(&wpath, &w).expect("write weights");
+    let (ppath, opath) = (dir.path().join("plan.bin"), dir.path().join("logits.bin"));
+    std::fs::write(&ppath, f.finish()).expect("write plan");
     let run = Command::new(&exe)
-        .arg(&wpath)
+        .arg(&ppath)
         .arg(&opath)
         .output()
         .expect("run");
@@ -219,7 +308,6 @@ fn emulated_engine_forward_matches_the_cpu_model() {
         .collect();
     // Positions whose logits the pieces' last tokens give, in output order.
     let want_pos = [11usize, 12, 15, 4];
-    let v = c.vocab_size;
     assert_eq!(got.len(), want_pos.len() * v, "one logit row per piece");
     let full = model.logits(&ids[..16]).expect("cpu logits");
     let twin = engine_twin(&model).logits(&ids[..16]).expect("twin logits");
