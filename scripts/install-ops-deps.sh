@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the operator checks need: Debian's Prometheus (prometheus + promtool), compose v1
-# (docker-compose) for `config` validation, and curl. Idempotent: a tool that is already on PATH
-# is not reinstalled, and `apt-get update` runs at most once, only when something is missing.
+# (docker-compose) for `config` validation, curl, and g++ for the CUDA kernels' CPU emulator.
+# Idempotent: a tool that is already on PATH is not reinstalled, and `apt-get update` runs at
+# most once, only when something is missing.
 #
-#   scripts/install-ops-deps.sh            # prometheus, promtool, docker-compose, curl
+#   scripts/install-ops-deps.sh            # prometheus, promtool, docker-compose, curl, g++
 #   scripts/install-ops-deps.sh --docker   # also docker.io + debootstrap (compose smoke test)
 #
 # Each step prints one line with its wall time, so CI logs show where the time went.
@@ -47,6 +48,8 @@ need prometheus prometheus
 need promtool prometheus
 need docker-compose docker-compose
 need curl curl
+# The CUDA kernels' CPU emulator (cuda/tests/llm_emu.rs) is built with g++ (C++20).
+need g++ g++
 if [ "$want_docker" = 1 ]; then
   need dockerd docker.io
   need debootstrap debootstrap

@@ -72,14 +72,19 @@ impl ServedModel {
             max_sequences: max_sequences.max(1),
             max_positions: model.config().max_position_embeddings,
         };
+        let open = |model: &Model| -> Result<CudaDecoder, String> {
+            let gpu = CudaDecoder::new(0, model, limits).map_err(|e| e.to_string())?;
+            gpu_self_check(&gpu, model)?;
+            Ok(gpu)
+        };
         let gpu = match backend {
             BackendKind::Cpu => None,
-            BackendKind::Cuda => Some(CudaDecoder::new(0, &model, limits).map_err(|e| {
+            BackendKind::Cuda => Some(open(&model).map_err(|e| {
                 MinerError::Backend(BackendError::Unavailable(format!(
                     "the LLM cannot run on CUDA: {e}"
                 )))
             })?),
-            BackendKind::Auto => match CudaDecoder::new(0, &model, limits) {
+            BackendKind::Auto => match open(&model) {
                 Ok(d) => Some(d),
                 Err(e) => {
                     tracing::info!(reason = %e, "LLM on the CPU: the CUDA engine is not usable");
@@ -243,6 +248,55 @@ fn check_model(miner: &MinerInner, requested: Option<&str>) -> Result<(), ApiErr
             "this miner serves no model",
         )),
     }
+}
+
+/// Largest deviation of a GPU logit from the CPU model's accepted at start-up: the validators'
+/// near-tie tolerance (`verify::Tolerances::logit`), so an engine that passes would also pass
+/// verification and one that fails is refused before it serves a wrong token.
+const SELF_CHECK_LOGIT_TOLERANCE: f32 = 0.3;
+
+/// Runs one short prompt through the GPU engine and the CPU model and compares the last
+/// position's logits (mean-centred, as softmax is shift-invariant).
+fn gpu_self_check(gpu: &CudaDecoder, model: &Model) -> Result<(), String> {
+    let prompt = model
+        .encode_prompt("Polylith engine self-check: the quick brown fox")
+        .map_err(|e| e.to_string())?;
+    let reference = model
+        .logits(&prompt)
+        .map_err(|e| e.to_string())?
+        .pop()
+        .ok_or("the CPU model returned no logits")?;
+    let got = {
+        let mut seq = polylith_model::Decoder::new_sequence(gpu).map_err(|e| e.to_string())?;
+        seq.feed(&prompt).map_err(|e| e.to_string())?
+    };
+    if got.len() != reference.len() {
+        return Err(format!(
+            "self-check: {} logits from the GPU, {} expected",
+            got.len(),
+            reference.len()
+        ));
+    }
+    let mean = |v: &[f32]| v.iter().map(|x| f64::from(*x)).sum::<f64>() / v.len().max(1) as f64;
+    let (mg, mr) = (mean(&got), mean(&reference));
+    let worst = got
+        .iter()
+        .zip(&reference)
+        .map(|(g, r)| ((f64::from(*g) - mg) - (f64::from(*r) - mr)).abs())
+        .fold(
+            0.0f64,
+            |a, b| if b.is_nan() { f64::INFINITY } else { a.max(b) },
+        );
+    if worst > f64::from(SELF_CHECK_LOGIT_TOLERANCE) {
+        return Err(format!(
+            "self-check: GPU logits differ from the CPU model by {worst:.3} (tolerance {SELF_CHECK_LOGIT_TOLERANCE})"
+        ));
+    }
+    tracing::info!(
+        max_logit_deviation = worst,
+        "CUDA LLM engine self-check passed"
+    );
+    Ok(())
 }
 
 /// Tokens chosen uniformly at random (the `random-tokens` adversary), shaped like a real
