@@ -103,7 +103,10 @@ fn bad_json_names_the_field() {
     // Hyperparameters default (as in a validator's TOML); the inputs never do.
     let text = r#"{"params": {}, "inputs": {}}"#;
     let err = EpochCase::from_json(text).unwrap_err().to_string();
-    assert!(err.contains("inputs") && err.contains("current_block"), "{err}");
+    assert!(
+        err.contains("inputs") && err.contains("current_block"),
+        "{err}"
+    );
 }
 
 #[test]
