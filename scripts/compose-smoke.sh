@@ -168,6 +168,22 @@ say "waiting for every target up and a completed round"
 python3 scripts/check_dashboards.py wait --prometheus "$PROM" --targets deploy/prometheus/targets/polylith.json \
   --timeout "${SMOKE_TIMEOUT:-300}" --scrapes 0 || die "the compose subnet did not come up"
 python3 scripts/check_dashboards.py rules --prometheus "$PROM" >/dev/null || die "alert rules do not evaluate in compose"
+say "both task kinds verify in the containers (GEMM proofs and LLM completions)"
+verified() { # verified TASK: verified queries of that task, as Prometheus sees them (0 if none yet)
+  curl -sf --get "$PROM/api/v1/query" \
+    --data-urlencode "query=sum(polylith_validator_queries_total{task=\"$1\",outcome=\"verified\"})" |
+    python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(int(float(r[0]["value"][1])) if r else 0)'
+}
+for task in gemm llm; do
+  n=0
+  for _ in $(seq 120); do
+    n=$(verified "$task" || echo 0)
+    [ "$n" -gt 0 ] && break
+    sleep 0.5
+  done
+  [ "$n" -gt 0 ] || die "no verified $task query in compose"
+  say "$task: $n verified queries"
+done
 running=$("${COMPOSE[@]}" ps --services --filter status=running | sort | tr '\n' ' ')
 say "services running: $running"
 say "compose smoke test passed"
