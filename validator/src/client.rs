@@ -108,15 +108,15 @@ impl SignedClient {
         Ok(body)
     }
 
-    /// POSTs `body` to `base + path` signed for `receiver`, checks the status and the
-    /// receipt (signed by `receiver`, for this request, over these response bytes).
-    pub async fn post_signed(
+    /// A JSON POST of `body` to `base + path` carrying the envelope signed for `receiver`;
+    /// returns it with the request hash the receipt must name, and the URL.
+    fn signed_post(
         &self,
         base: &str,
         receiver: &PublicKey,
         path: &str,
         body: Vec<u8>,
-    ) -> Result<Exchange, Failure> {
+    ) -> (reqwest::RequestBuilder, Hash32, String) {
         let envelope = RequestEnvelope::sign(&self.key, receiver, "POST", path, &body, now_ms());
         let request_hash: Hash32 = envelope.request_hash("POST", path);
         let url = format!("{}{}", base.trim_end_matches('/'), path);
@@ -128,6 +128,19 @@ impl SignedClient {
         for (name, value) in envelope.to_headers() {
             req = req.header(name, value);
         }
+        (req, request_hash, url)
+    }
+
+    /// POSTs `body` to `base + path` signed for `receiver`, checks the status and the
+    /// receipt (signed by `receiver`, for this request, over these response bytes).
+    pub async fn post_signed(
+        &self,
+        base: &str,
+        receiver: &PublicKey,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<Exchange, Failure> {
+        let (req, request_hash, url) = self.signed_post(base, receiver, path, body);
         let started = Instant::now();
         let resp = req
             .send()
@@ -202,18 +215,8 @@ impl SignedClient {
         path: &str,
         body: Vec<u8>,
     ) -> Result<StreamExchange, Failure> {
-        let envelope = RequestEnvelope::sign(&self.key, receiver, "POST", path, &body, now_ms());
-        let request_hash: Hash32 = envelope.request_hash("POST", path);
-        let url = format!("{}{}", base.trim_end_matches('/'), path);
-        let mut req = self
-            .http
-            .post(&url)
-            .header("content-type", "application/json")
-            .header("accept", "text/event-stream")
-            .body(body);
-        for (name, value) in envelope.to_headers() {
-            req = req.header(name, value);
-        }
+        let (req, request_hash, url) = self.signed_post(base, receiver, path, body);
+        let req = req.header("accept", "text/event-stream");
         let started = Instant::now();
         let mut resp = req
             .send()
