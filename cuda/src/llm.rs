@@ -58,8 +58,7 @@ impl From<CudaError> for ModelError {
         match e {
             CudaError::LimitExceeded(m) | CudaError::InvalidInput(m) => ModelError::InvalidInput(m),
             CudaError::UnsupportedModel(m) => ModelError::Unsupported(m),
-            // ModelError has no backend variant; the candle message carries the device error.
-            other => ModelError::Candle(candle_core::Error::Msg(format!("CUDA: {other}"))),
+            other => ModelError::Backend(format!("CUDA: {other}")),
         }
     }
 }

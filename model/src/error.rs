@@ -31,6 +31,9 @@ pub enum ModelError {
     /// The streaming callback asked to stop.
     #[error("generation cancelled by the caller")]
     Cancelled,
+    /// A device engine implementing [`crate::Decoder`] (the CUDA engine) failed.
+    #[error("device engine: {0}")]
+    Backend(String),
     /// An error from the tensor library.
     #[error("tensor computation: {0}")]
     Candle(#[from] candle_core::Error),
