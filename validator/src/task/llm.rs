@@ -15,7 +15,8 @@ use futures::future::BoxFuture;
 use polylith_model::verify::{self, Claim, FailReason, Tolerances};
 use polylith_model::{GeneratedToken, Model, ModelId, SamplingParams};
 use polylith_protocol::llm::{
-    COMPLETIONS_PATH, CompletionRequest, MAX_TOP_LOGPROBS, STREAM_DONE, Sampling, Stop, StreamChunk,
+    CHAT_PATH, COMPLETIONS_PATH, ChatMessage, ChatRequest, CompletionRequest, MAX_TOP_LOGPROBS,
+    STREAM_DONE, Sampling, Stop, StreamChunk, chat_prompt,
 };
 use polylith_protocol::task::TaskKind;
 use rand::Rng;
@@ -51,13 +52,43 @@ pub struct LlmTask {
     next_prompt: AtomicU64,
 }
 
-/// One challenge: the request body and the sampling rule it implies.
+/// The request of a challenge: either endpoint, so that both are verified.
+#[derive(Debug, Clone)]
+pub enum ChallengeRequest {
+    /// `POST /v1/completions`.
+    Completion(CompletionRequest),
+    /// `POST /v1/chat/completions`.
+    Chat(ChatRequest),
+}
+
+/// One challenge: the request body, the prompt text the model sees, and the sampling rule the
+/// completion is verified against.
 #[derive(Debug, Clone)]
 pub struct Challenge {
     /// What is sent.
-    pub request: CompletionRequest,
+    pub request: ChallengeRequest,
+    /// The text the miner must prompt the model with (the chat template applied for chats).
+    pub prompt: String,
     /// The rule the completion is verified against.
     pub params: SamplingParams,
+}
+
+impl Challenge {
+    /// The endpoint's path.
+    pub fn path(&self) -> &'static str {
+        match self.request {
+            ChallengeRequest::Completion(_) => COMPLETIONS_PATH,
+            ChallengeRequest::Chat(_) => CHAT_PATH,
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> serde_json::Result<Vec<u8>> {
+        match &self.request {
+            ChallengeRequest::Completion(r) => serde_json::to_vec(r),
+            ChallengeRequest::Chat(r) => serde_json::to_vec(r),
+        }
+    }
 }
 
 impl LlmTask {
@@ -80,7 +111,8 @@ impl LlmTask {
     }
 
     /// A fresh challenge: the next prompt of this task's stream, a random sampling mode and
-    /// seed, 20 alternatives per token, and sometimes a stop string.
+    /// seed, 20 alternatives per token, sometimes a stop string, and a third of the time as
+    /// a chat (one user message) instead of a plain completion.
     pub fn draw_challenge(&self) -> Challenge {
         let index = self.next_prompt.fetch_add(1, Ordering::Relaxed);
         let prompt = polylith_model::prompts::generate(self.prompt_seed, index);
@@ -106,20 +138,41 @@ impl LlmTask {
             stop: stop.clone(),
             top_logprobs: MAX_TOP_LOGPROBS,
         };
-        let request = CompletionRequest {
-            prompt,
-            logprobs: Some(MAX_TOP_LOGPROBS),
-            sampling: Sampling {
-                model: Some(self.hash.to_string()),
-                max_tokens: self.settings.max_tokens,
-                temperature,
-                top_p,
-                seed,
-                stop: (!stop.is_empty()).then_some(Stop::Many(stop)),
-                stream: true,
-            },
+        let sampling = Sampling {
+            model: Some(self.hash.to_string()),
+            max_tokens: self.settings.max_tokens,
+            temperature,
+            top_p,
+            seed,
+            stop: (!stop.is_empty()).then_some(Stop::Many(stop)),
+            stream: true,
         };
-        Challenge { request, params }
+        if rng.random_ratio(1, 3) {
+            let messages = vec![ChatMessage {
+                role: "user".to_string(),
+                content: prompt,
+            }];
+            Challenge {
+                prompt: chat_prompt(&messages),
+                request: ChallengeRequest::Chat(ChatRequest {
+                    messages,
+                    logprobs: true,
+                    top_logprobs: Some(MAX_TOP_LOGPROBS),
+                    sampling,
+                }),
+                params,
+            }
+        } else {
+            Challenge {
+                prompt: prompt.clone(),
+                request: ChallengeRequest::Completion(CompletionRequest {
+                    prompt,
+                    logprobs: Some(MAX_TOP_LOGPROBS),
+                    sampling,
+                }),
+                params,
+            }
+        }
     }
 
     async fn run(&self, ctx: &QueryContext<'_>, miner: &MinerTarget, out: &mut QueryOutcome) {
@@ -140,13 +193,15 @@ impl LlmTask {
             temperature = challenge.params.temperature,
             top_p = challenge.params.top_p,
             stop = ?challenge.params.stop,
+            path = challenge.path(),
             "llm challenge"
         );
-        let body = serde_json::to_vec(&challenge.request)
+        let body = challenge
+            .body()
             .map_err(|e| Failure::new(FailureReason::Internal, e.to_string()))?;
         let exchange = ctx
             .client
-            .post_signed_stream(&miner.endpoint, &miner.hotkey, COMPLETIONS_PATH, body)
+            .post_signed_stream(&miner.endpoint, &miner.hotkey, challenge.path(), body)
             .await?;
         let (tokens, finish_reason) = parse_stream(&exchange)?;
         let n = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
@@ -176,7 +231,7 @@ impl LlmTask {
         // One forward pass of prompt + completion: CPU work, off the async workers.
         let model = self.model.clone();
         let tol = self.settings.tolerances;
-        let prompt_text = challenge.request.prompt.clone();
+        let prompt_text = challenge.prompt.clone();
         let params = challenge.params.clone();
         let report = tokio::task::spawn_blocking(move || {
             let prompt = model.encode_prompt(&prompt_text)?;
@@ -366,17 +421,34 @@ mod tests {
         let t = task();
         let cs: Vec<Challenge> = (0..300).map(|_| t.draw_challenge()).collect();
         let prompts: std::collections::HashSet<&str> =
-            cs.iter().map(|c| c.request.prompt.as_str()).collect();
+            cs.iter().map(|c| c.prompt.as_str()).collect();
         assert_eq!(prompts.len(), 300);
-        assert!(cs.iter().all(|c| c.request.logprobs == Some(20)
-            && c.params.top_logprobs == 20
-            && c.request.sampling.stream
-            && c.request.sampling.model.as_deref() == Some(t.hash.to_string().as_str())));
+        let hash = t.hash.to_string();
+        for c in &cs {
+            assert_eq!(c.params.top_logprobs, 20);
+            let sampling = match &c.request {
+                ChallengeRequest::Completion(r) => {
+                    assert_eq!(r.logprobs, Some(20));
+                    assert_eq!(r.prompt, c.prompt);
+                    &r.sampling
+                }
+                ChallengeRequest::Chat(r) => {
+                    assert!(r.logprobs && r.top_logprobs == Some(20));
+                    assert_eq!(chat_prompt(&r.messages), c.prompt);
+                    &r.sampling
+                }
+            };
+            assert!(sampling.stream);
+            assert_eq!(sampling.model.as_deref(), Some(hash.as_str()));
+            assert_eq!(sampling.max_tokens, c.params.max_tokens);
+        }
+        assert!(cs.iter().any(|c| c.path() == CHAT_PATH));
+        assert!(cs.iter().any(|c| c.path() == COMPLETIONS_PATH));
         assert!(cs.iter().any(|c| c.params.temperature == 0.0));
         assert!(cs.iter().any(|c| c.params.temperature > 0.0));
         assert!(cs.iter().any(|c| !c.params.stop.is_empty()));
         // Two tasks (two validators) draw different prompt streams.
-        assert_ne!(task().draw_challenge().request.prompt, cs[0].request.prompt);
+        assert_ne!(task().draw_challenge().prompt, cs[0].prompt);
     }
 
     #[test]
@@ -407,7 +479,7 @@ mod tests {
         let t = task();
         let c = t.draw_challenge();
         let model = t.model();
-        let prompt = model.encode_prompt(&c.request.prompt).unwrap();
+        let prompt = model.encode_prompt(&c.prompt).unwrap();
         let out = model
             .generate(&prompt, &c.params, |_| std::ops::ControlFlow::Continue(()))
             .unwrap();
