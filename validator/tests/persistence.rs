@@ -1,5 +1,6 @@
 //! Persistence: a restarted validator resumes its round counter, EMA, weights and bonds; a
-//! writer killed with SIGKILL mid-stream leaves a consistent database.
+//! writer killed with SIGKILL mid-stream leaves a consistent database; a full disk turns
+//! writes into errors without losing what was acknowledged.
 
 mod common;
 
@@ -169,4 +170,123 @@ fn sigkill_mid_write_leaves_a_consistent_database() {
         );
         last_round = state.round;
     }
+}
+
+const FULL_DISK_ENV: &str = "POLYLITH_TEST_FULL_DISK_DIR";
+
+/// Not a test on its own: the child process of `a_full_disk_fails_writes_cleanly_and_loses_nothing`.
+/// Writes rounds under a file-size limit (a full disk as sled sees it: EFBIG on growth), keeps
+/// going after the first failure like the daemon does, and reports what it saw on stdout.
+#[cfg(target_os = "linux")]
+#[test]
+#[ignore]
+fn full_disk_child_writer() {
+    let Ok(dir) = std::env::var(FULL_DISK_ENV) else {
+        return;
+    };
+    let store = Store::open(std::path::Path::new(&dir)).unwrap();
+    let start = store.load().unwrap().map_or(0, |s| s.round);
+    let size: u64 = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .max()
+        .unwrap_or(0);
+    // SAFETY: plain libc calls on this process's own signal disposition and limits.
+    unsafe {
+        // Exceeding the limit raises SIGXFSZ, which would kill the process; a full disk
+        // returns an error instead, and that is what is simulated.
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        let limit = libc::rlimit {
+            rlim_cur: size + 256 * 1024,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
+    }
+    let mut last_ok = start;
+    let mut errors = 0u32;
+    for round in start + 1..start + 2_000 {
+        match store.commit_round(&state_for(round), &record_for(round), 1_000) {
+            Ok(()) if errors == 0 => last_ok = round,
+            Ok(()) => {}
+            Err(e) => {
+                if errors == 0 {
+                    println!("FIRST_ERROR {round} {e}");
+                }
+                errors += 1;
+                if errors >= 20 {
+                    break;
+                }
+            }
+        }
+    }
+    println!("LAST_OK {last_ok} ERRORS {errors}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_fails_writes_cleanly_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // A few rounds on a healthy disk first.
+    {
+        let store = Store::open(dir.path()).unwrap();
+        for round in 1..=5 {
+            store
+                .commit_round(&state_for(round), &record_for(round), 1_000)
+                .unwrap();
+        }
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(&exe)
+        .args([
+            "--ignored",
+            "--exact",
+            "full_disk_child_writer",
+            "--nocapture",
+        ])
+        .env(FULL_DISK_ENV, dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the writer must get errors, not crash or panic: {stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("FIRST_ERROR"),
+        "the limit was reached: {stdout}"
+    );
+    let last_ok: u64 = stdout
+        .split("LAST_OK ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no LAST_OK line: {stdout}"));
+    assert!(last_ok >= 5, "{stdout}");
+
+    // Space is back: the database opens, holds one complete round at least as new as the
+    // last acknowledged one, and takes new rounds again.
+    let store = Store::open(dir.path()).unwrap();
+    let state = store.load().unwrap().expect("state survives");
+    assert!(
+        state.round >= last_ok,
+        "acknowledged round {last_ok} lost: {}",
+        state.round
+    );
+    assert_eq!(
+        state,
+        state_for(state.round),
+        "state is exactly one round's value"
+    );
+    assert_eq!(
+        store.round_record(last_ok).unwrap(),
+        Some(record_for(last_ok)),
+        "the last acknowledged record is intact"
+    );
+    let next = state.round + 1;
+    store
+        .commit_round(&state_for(next), &record_for(next), 1_000)
+        .unwrap();
+    assert_eq!(store.load().unwrap().map(|s| s.round), Some(next));
 }
