@@ -1100,6 +1100,28 @@ struct Pending {
     reply: mpsc::SyncSender<Result<Vec<f32>, CudaError>>,
 }
 
+/// The CPU model with exactly the engine's weights: every matrix rounded to bf16 (as uploaded),
+/// norm weights kept in f32 (`Model::rounded` would round the norms too). The engine's twin
+/// tests compare against it, so that only summation order separates the two.
+pub fn cpu_twin(model: &Model) -> Result<Model, ModelError> {
+    use candle_core::DType;
+    let mut tensors = HashMap::new();
+    for (name, t) in model.weights().tensors() {
+        let t = if name.ends_with("norm.weight") {
+            t.clone()
+        } else {
+            t.to_dtype(DType::BF16)?.to_dtype(DType::F32)?
+        };
+        tensors.insert(name.clone(), t);
+    }
+    let w = polylith_model::Weights::from_tensors(model.config().clone(), tensors)?;
+    Model::from_weights(
+        format!("{}-bf16-twin", model.name()),
+        w,
+        model.tokenizer().clone(),
+    )
+}
+
 /// A Llama decoder on one GPU. `Send + Sync`: share it (e.g. in an `Arc`) between request
 /// threads; each request opens its own [`Sequence`] with [`Decoder::new_sequence`].
 pub struct CudaDecoder {

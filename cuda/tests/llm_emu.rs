@@ -310,7 +310,10 @@ fn engine_plans_replayed_under_emulation_match_the_cpu_model() {
     let want_pos = [11usize, 12, 15, 4];
     assert_eq!(got.len(), want_pos.len() * v, "one logit row per piece");
     let full = model.logits(&ids[..16]).expect("cpu logits");
-    let twin = engine_twin(&model).logits(&ids[..16]).expect("twin logits");
+    let twin = polylith_cuda::llm::cpu_twin(&model)
+        .expect("bf16 twin")
+        .logits(&ids[..16])
+        .expect("twin logits");
     let delta = polylith_model::Tolerances::default().logit;
     let mut worst = (0.0f64, 0.0f64);
     for (row, &p) in got.chunks(v).zip(&want_pos) {
@@ -341,28 +344,4 @@ fn engine_plans_replayed_under_emulation_match_the_cpu_model() {
         "max |Δlogit| {} vs the engine's CPU twin",
         worst.1
     );
-}
-
-/// The CPU model with exactly the engine's weights: every matrix rounded to bf16, norm
-/// weights kept in f32.
-fn engine_twin(model: &polylith_model::Model) -> polylith_model::Model {
-    use candle_core::DType;
-    let tensors = model
-        .weights()
-        .tensors()
-        .iter()
-        .map(|(name, t)| {
-            let t = if name.ends_with("norm.weight") {
-                t.clone()
-            } else {
-                t.to_dtype(DType::BF16)
-                    .and_then(|b| b.to_dtype(DType::F32))
-                    .expect("round")
-            };
-            (name.clone(), t)
-        })
-        .collect();
-    let w =
-        polylith_model::Weights::from_tensors(model.config().clone(), tensors).expect("weights");
-    polylith_model::Model::from_weights("twin".into(), w, model.tokenizer().clone()).expect("model")
 }

@@ -362,30 +362,6 @@ fn decoder(model: &Model) -> CudaDecoder {
         .unwrap_or_else(|e| panic!("POLYLITH_GPU_TESTS=1 but the CUDA decoder failed: {e}"))
 }
 
-/// The CPU model with exactly the engine's weights: every matrix rounded to bf16, norm
-/// weights kept in f32 (`Model::rounded` would round the norms too).
-fn engine_twin(model: &Model) -> Model {
-    use candle_core::DType;
-    let tensors = model
-        .weights()
-        .tensors()
-        .iter()
-        .map(|(name, t)| {
-            let t = if name.ends_with("norm.weight") {
-                t.clone()
-            } else {
-                t.to_dtype(DType::BF16)
-                    .and_then(|b| b.to_dtype(DType::F32))
-                    .expect("round")
-            };
-            (name.clone(), t)
-        })
-        .collect();
-    let w =
-        polylith_model::Weights::from_tensors(model.config().clone(), tensors).expect("weights");
-    Model::from_weights("twin".into(), w, model.tokenizer().clone()).expect("model")
-}
-
 /// Logits through the device, fed one token at a time and as prefills of several lengths,
 /// equal the engine's CPU twin (same bf16 matrices: only summation order differs) tightly and
 /// the f32 model within the verifier's per-logit tolerance.
@@ -395,7 +371,7 @@ fn decoder_logits_match_the_cpu_model() {
         return;
     }
     let model = builtin();
-    let rounded = engine_twin(&model);
+    let rounded = polylith_cuda::llm::cpu_twin(&model).expect("bf16 twin");
     let cuda = decoder(&model);
     let prompt = model
         .encode_prompt("The quick brown fox jumps over the lazy dog, again and again.")

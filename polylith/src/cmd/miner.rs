@@ -92,13 +92,12 @@ impl Args {
             Some(path) => MinerConfig::load(path)?,
             None => MinerConfig::default(),
         };
-        macro_rules! set {
-            ($($field:ident),*) => { $( if let Some(v) = &self.$field { c.$field = v.clone(); } )* };
-        }
         if let Some(model) = &self.model {
             c.model = Some(model.clone());
         }
-        set!(
+        override_from_flags!(
+            c,
+            self,
             listen,
             metrics_listen,
             key,

@@ -1,5 +1,13 @@
 //! One module per subcommand; each owns its clap `Args` and a `run` function.
 
+/// Copies each named flag that was given (`Some`) over the same field of a daemon's config:
+/// flags and environment beat the TOML file, which beats the defaults.
+macro_rules! override_from_flags {
+    ($config:expr, $args:expr, $($field:ident),* $(,)?) => {
+        $( if let Some(v) = &$args.$field { $config.$field = v.clone(); } )*
+    };
+}
+
 pub mod bench;
 pub mod kernels;
 pub mod key;

@@ -84,10 +84,9 @@ impl Args {
             Some(path) => ValidatorConfig::load(path)?,
             None => ValidatorConfig::default(),
         };
-        macro_rules! set {
-            ($($field:ident),*) => { $( if let Some(v) = &self.$field { c.$field = v.clone(); } )* };
-        }
-        set!(
+        override_from_flags!(
+            c,
+            self,
             listen,
             metrics_listen,
             key,

@@ -1,7 +1,9 @@
 //! The GEMM proof-of-compute task: commit to C = A·B for a fresh seed and sizes, then open
 //! rows chosen after the commitment and check them against the exact product.
 
-use super::{Failure, FailureReason, MinerTarget, QueryContext, QueryOutcome, Task, new_outcome};
+use super::{
+    Failure, FailureReason, MinerTarget, QueryContext, QueryOutcome, Task, new_outcome, settle,
+};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use polylith_protocol::Hash32;
@@ -54,12 +56,6 @@ impl GemmTask {
             .collect();
         rows.sort_unstable();
         rows
-    }
-
-    async fn run(&self, ctx: &QueryContext<'_>, miner: &MinerTarget, out: &mut QueryOutcome) {
-        if let Err(f) = self.run_inner(ctx, miner, out).await {
-            out.fail(f);
-        }
     }
 
     async fn run_inner(
@@ -183,8 +179,8 @@ impl Task for GemmTask {
     ) -> BoxFuture<'a, QueryOutcome> {
         async move {
             let mut out = new_outcome(TaskKind::Gemm, miner);
-            self.run(ctx, miner, &mut out).await;
-            out
+            let result = self.run_inner(ctx, miner, &mut out).await;
+            settle(out, result)
         }
         .boxed()
     }

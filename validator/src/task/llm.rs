@@ -8,7 +8,9 @@
 //! the stream it received; a miner that buffers its answer gains nothing, because the rate
 //! counts from the request, not from the first token.
 
-use super::{Failure, FailureReason, MinerTarget, QueryContext, QueryOutcome, Task, new_outcome};
+use super::{
+    Failure, FailureReason, MinerTarget, QueryContext, QueryOutcome, Task, new_outcome, settle,
+};
 use crate::client::StreamExchange;
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -175,12 +177,6 @@ impl LlmTask {
         }
     }
 
-    async fn run(&self, ctx: &QueryContext<'_>, miner: &MinerTarget, out: &mut QueryOutcome) {
-        if let Err(f) = self.run_inner(ctx, miner, out).await {
-            out.fail(f);
-        }
-    }
-
     async fn run_inner(
         &self,
         ctx: &QueryContext<'_>,
@@ -335,8 +331,8 @@ impl Task for LlmTask {
     ) -> BoxFuture<'a, QueryOutcome> {
         async move {
             let mut out = new_outcome(TaskKind::Llm, miner);
-            self.run(ctx, miner, &mut out).await;
-            out
+            let result = self.run_inner(ctx, miner, &mut out).await;
+            settle(out, result)
         }
         .boxed()
     }

@@ -274,6 +274,14 @@ pub trait Task: Send + Sync {
     }
 }
 
+/// The outcome of a query body: `out` as filled in, failed with the body's failure if any.
+pub fn settle(mut out: QueryOutcome, result: Result<(), Failure>) -> QueryOutcome {
+    if let Err(f) = result {
+        out.fail(f);
+    }
+    out
+}
+
 /// A fresh outcome for `miner` that has not failed yet.
 pub fn new_outcome(task: TaskKind, miner: &MinerTarget) -> QueryOutcome {
     QueryOutcome {
