@@ -342,8 +342,24 @@ async fn shutdown_lets_in_flight_requests_finish_and_stops_accepting() {
 }
 
 #[test]
-fn nofile_limit_is_at_the_hard_limit_after_raising() {
+fn nofile_limit_is_raised_to_the_hard_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let start = getrlimit(Resource::Nofile);
+    // Lower the soft limit first (allowed without privileges), so there is something to
+    // raise whatever the environment's limits are; half the hard limit leaves the other
+    // tests of this binary plenty.
+    let hard = start.maximum.unwrap_or(1 << 20);
+    let lowered = (hard / 2).max(64);
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(lowered),
+            maximum: start.maximum,
+        },
+    )
+    .unwrap();
     let limit = polylith_net::try_raise_nofile_limit().unwrap();
-    assert_eq!(limit.soft, limit.hard.or(limit.soft));
-    assert!(limit.soft >= limit.before || limit.soft.is_none());
+    assert_eq!(limit.before, Some(lowered));
+    assert_eq!(limit.soft, Some(hard));
+    assert_eq!(getrlimit(Resource::Nofile).current, Some(hard));
 }
