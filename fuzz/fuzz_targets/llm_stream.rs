@@ -4,4 +4,6 @@
 #[path = "../harness/llm_stream.rs"]
 mod llm_stream;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| llm_stream::llm_stream(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    llm_stream::llm_stream(data);
+});

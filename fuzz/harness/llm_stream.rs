@@ -3,14 +3,17 @@
 //! `validator/tests/fuzz_llm_stream.rs`.
 //!
 //! The input is a whole `text/event-stream` body. It goes the way the validator's stream
-//! reader takes it: split into events, the `event: receipt` found and parsed and its
-//! signature checked (errors only), the events before it re-parsed as the covered part, and
-//! those given to `parse_stream`. Nothing may panic; an accepted stream has one token per
-//! event and its canonical re-encoding is accepted with the same tokens and finish reason.
+//! reader (`SignedClient::post_signed_stream`) takes it: fed in chunks to a bounded
+//! `SseParser`, read up to the first `event: receipt` (or `error`), the receipt parsed and
+//! its signature checked over the bytes before it (errors only), and the events before it
+//! given to `parse_stream`. Nothing may panic; an accepted stream has one token per event
+//! and its canonical re-encoding is accepted with the same tokens and finish reason.
 #![allow(dead_code)]
 
 use polylith_protocol::keys::Hotkey;
-use polylith_protocol::llm::{RECEIPT_EVENT, SseEvent, StreamChunk, parse_sse};
+use polylith_protocol::llm::{
+    MAX_SSE_EVENT_BYTES, RECEIPT_EVENT, SseEvent, SseParser, StreamChunk, parse_sse,
+};
 use polylith_protocol::signing::Receipt;
 use polylith_validator::client::StreamExchange;
 use polylith_validator::task::llm::parse_stream;
@@ -41,7 +44,7 @@ fn exchange(events: Vec<SseEvent>, receipt: Receipt) -> StreamExchange {
     StreamExchange {
         events,
         receipt,
-        first_event: Duration::ZERO,
+        first_token: Duration::ZERO,
         elapsed: Duration::ZERO,
     }
 }
@@ -57,31 +60,54 @@ pub fn stream_body(chunks: &[StreamChunk]) -> String {
     out
 }
 
-/// See the module documentation.
-pub fn llm_stream(data: &[u8]) {
-    let text = String::from_utf8_lossy(data);
-    let events = parse_sse(&text);
-    let (covered, receipt) = match events
-        .iter()
-        .find(|e| e.event.as_deref() == Some(RECEIPT_EVENT))
-    {
+/// See the module documentation. Returns the number of tokens when the stream is accepted.
+pub fn llm_stream(data: &[u8]) -> Option<usize> {
+    let chunk = 1 + usize::from(data.first().copied().unwrap_or(0) % 29);
+    let mut parser = SseParser::new(MAX_SSE_EVENT_BYTES, 1 << 20);
+    let mut events = Vec::new();
+    let mut last = None;
+    for piece in data.chunks(chunk) {
+        let seen = events.len();
+        if parser.feed(piece, &mut events).is_err() {
+            return None;
+        }
+        last = events
+            .iter()
+            .skip(seen)
+            .position(|e| matches!(e.event.as_deref(), Some(RECEIPT_EVENT | "error")))
+            .map(|i| seen + i);
+        if last.is_some() {
+            break;
+        }
+    }
+    if last.is_none() {
+        let seen = events.len();
+        if parser.finish(&mut events).is_err() {
+            return None;
+        }
+        last = events
+            .iter()
+            .skip(seen)
+            .position(|e| matches!(e.event.as_deref(), Some(RECEIPT_EVENT | "error")))
+            .map(|i| seen + i);
+    }
+    // The validator stops at the receipt; without one the fuzzer still gets parse_stream
+    // on every event (with a blank receipt), which is stricter than the client.
+    let (end, receipt) = match last.map(|i| &events[i]) {
         Some(ev) => {
-            let covered = &text[..ev.start];
+            let covered = &data[..ev.start];
             let receipt = serde_json::from_str::<Receipt>(&ev.data).ok();
             if let Some(r) = &receipt {
-                let key = miner_key().public();
-                let _ = r.verify(&key, &[0; 32], covered.as_bytes());
+                let _ = r.verify(&miner_key().public(), &[0; 32], covered);
             }
-            (covered, receipt)
+            (ev.start, receipt)
         }
-        None => (&text[..], None),
+        None => (usize::MAX, None),
     };
-    let covered_events = parse_sse(covered);
-    let n_events = covered_events.len();
+    events.retain(|e| e.start < end);
+    let n_events = events.len();
     let receipt = receipt.unwrap_or_else(blank_receipt);
-    let Ok((tokens, finish)) = parse_stream(&exchange(covered_events, receipt)) else {
-        return;
-    };
+    let (tokens, finish) = parse_stream(&exchange(events, receipt)).ok()?;
     assert_eq!(tokens.len(), n_events, "one token per covered event");
     // JSON cannot carry a non-finite float, so a logprob that overflowed f32 (e.g. 1e39)
     // has no canonical re-encoding; everything else must survive it.
@@ -89,7 +115,7 @@ pub fn llm_stream(data: &[u8]) {
         .iter()
         .all(|t| t.logprob.is_finite() && t.top_logprobs.iter().all(|a| a.logprob.is_finite()));
     if !finite {
-        return;
+        return Some(tokens.len());
     }
     let last = tokens.len() - 1;
     let chunks: Vec<StreamChunk> = tokens
@@ -108,5 +134,7 @@ pub fn llm_stream(data: &[u8]) {
     let body = stream_body(&chunks);
     let again = parse_stream(&exchange(parse_sse(&body), blank_receipt()))
         .expect("the canonical form of an accepted stream is accepted");
+    let count = tokens.len();
     assert_eq!(again, (tokens, finish), "stream round trip");
+    Some(count)
 }

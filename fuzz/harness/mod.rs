@@ -12,7 +12,7 @@ use polylith_protocol::gemm::{
     self, CommitRequest, CommitResponse, GemmSpec, MerkleTree, OpenRequest, OpenResponse, OpenedRow,
 };
 use polylith_protocol::keys::{Hotkey, Keystore, PublicKey, parse_key_file};
-use polylith_protocol::llm::{SseEvent, parse_sse};
+use polylith_protocol::llm::{MAX_SSE_EVENT_BYTES, SseError, SseEvent, SseParser, parse_sse};
 use polylith_protocol::metagraph::Metagraph;
 use polylith_protocol::signing::RequestEnvelope;
 use polylith_protocol::ss58;
@@ -20,8 +20,11 @@ use polylith_protocol::weights::{SignedWeights, WeightsError};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// A harness: takes any bytes, panics only on a bug.
+pub type Harness = fn(&[u8]);
+
 /// The protocol-crate targets by name (the directory names under `fuzz/seeds`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Harness)] = &[
     ("envelope_headers", envelope_headers),
     ("sse", sse),
     ("ss58", ss58_address),
@@ -177,9 +180,43 @@ fn event_pairs(events: &[SseEvent]) -> Vec<(Option<String>, String)> {
         .collect()
 }
 
-/// `parse_sse` on any text: offsets are increasing char boundaries inside the body, and the
-/// canonical re-serialisation parses to the same events at the offsets it was written to.
+/// Feeds `data` to an [`SseParser`] in chunks of `chunk` bytes, then finishes it.
+pub fn feed_sse(
+    data: &[u8],
+    chunk: usize,
+    max_event: usize,
+    max_total: usize,
+) -> Result<Vec<SseEvent>, SseError> {
+    let mut parser = SseParser::new(max_event, max_total);
+    let mut events = Vec::new();
+    for piece in data.chunks(chunk.max(1)) {
+        parser.feed(piece, &mut events)?;
+    }
+    parser.finish(&mut events)?;
+    assert_eq!(parser.total(), data.len(), "bytes accounted");
+    Ok(events)
+}
+
+/// The SSE parsers on any bytes. Incremental: the events do not depend on how the bytes are
+/// chunked, a non-UTF-8 line is an error (never a panic), and with limits the result is an
+/// error or the unlimited result. Whole-body `parse_sse`: offsets are increasing char
+/// boundaries inside the body, and the canonical re-serialisation parses to the same events
+/// at the offsets it was written to.
 pub fn sse(data: &[u8]) {
+    let chunk = 1 + usize::from(data.first().copied().unwrap_or(0) % 23);
+    let unlimited = feed_sse(data, chunk, usize::MAX, usize::MAX);
+    match std::str::from_utf8(data) {
+        Ok(text) => assert_eq!(unlimited, Ok(parse_sse(text)), "chunks of {chunk} bytes"),
+        Err(_) => assert!(
+            matches!(unlimited, Err(SseError::NotUtf8 { .. })),
+            "non-UTF-8 input gave {unlimited:?}"
+        ),
+    }
+    for (max_event, max_total) in [(64, 4096), (MAX_SSE_EVENT_BYTES, 512)] {
+        if let Ok(events) = feed_sse(data, chunk, max_event, max_total) {
+            assert_eq!(Ok(events), unlimited, "limits change only the outcome");
+        }
+    }
     let text = String::from_utf8_lossy(data);
     let events = parse_sse(&text);
     let mut previous: Option<usize> = None;
