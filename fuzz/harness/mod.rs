@@ -16,7 +16,9 @@ use polylith_protocol::llm::{MAX_SSE_EVENT_BYTES, SseError, SseEvent, SseParser,
 use polylith_protocol::metagraph::Metagraph;
 use polylith_protocol::signing::RequestEnvelope;
 use polylith_protocol::ss58;
-use polylith_protocol::weights::{SignedWeights, WeightsError};
+use polylith_protocol::weights::{
+    Evidence, Reveal, SeenMessage, SignedWeights, WeightsError, WeightsMessage,
+};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -352,12 +354,22 @@ pub fn metagraph_toml(data: &[u8]) {
     assert_eq!(roles, graph.neurons.len());
 }
 
-/// Even first byte: the rest is a `GET /v1/weights` JSON body, which verifies or not without
-/// panicking and round-trips. Odd: a vector signed from the bytes, which verifies exactly
-/// when its uids are unique, survives JSON, and fails once a weight is changed.
+/// First byte mod 4 picks the mode. 0: the rest is a v1 `SignedWeights` JSON body, which
+/// verifies or not without panicking and round-trips. 1: a v1 vector signed from the bytes,
+/// which verifies exactly when its uids are unique, survives JSON, and fails once changed.
+/// 2: the rest is a v2 `WeightsMessage` JSON body (round trip, verify, hash, work proofs and
+/// evidence checks never panic). 3: a v2 message signed from the bytes (see
+/// [`weights_message_structured`]).
 pub fn signed_weights(data: &[u8]) {
     let mut cur = Cursor(data);
-    if cur.u8() % 2 == 0 {
+    let mode = cur.u8() % 4;
+    if mode == 2 {
+        return weights_message_json(cur.rest());
+    }
+    if mode == 3 {
+        return weights_message_structured(&mut cur);
+    }
+    if mode == 0 {
         let text = String::from_utf8_lossy(cur.rest());
         let Ok(w) = serde_json::from_str::<SignedWeights>(&text) else {
             return;
@@ -402,6 +414,112 @@ pub fn signed_weights(data: &[u8]) {
     }
     if tampered != back {
         assert!(tampered.verify().is_err(), "a tampered vector verified");
+    }
+}
+
+/// A v2 weights message from any JSON: it round-trips with the same hash, verifies or not
+/// without panicking (and never as anyone but its validator), and the checks built on it
+/// (work proofs, commitments, equivocation evidence) return answers, never panic.
+pub fn weights_message_json(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(e) = serde_json::from_str::<Evidence>(&text) {
+        json_round_trip(&e);
+        if let Some((key, round)) = e.verify() {
+            assert_eq!(e.first.round, round);
+            assert_eq!(e.first.verify(), Ok(key));
+            assert_ne!(e.first.hash(), e.second.hash(), "evidence of one message");
+        }
+    }
+    let Ok(msg) = serde_json::from_str::<WeightsMessage>(&text) else {
+        return;
+    };
+    let json = serde_json::to_string(&msg).expect("messages serialise");
+    let again: WeightsMessage = serde_json::from_str(&json).expect("serialised message parses");
+    assert_eq!(again, msg, "JSON round trip");
+    assert_eq!(again.hash(), msg.hash(), "hash survives JSON");
+    let verified = msg.verify();
+    if let Ok(signer) = &verified {
+        assert_eq!(PublicKey::from_ss58(&msg.validator).ok(), Some(*signer));
+    }
+    assert!(
+        Evidence::new(msg.clone(), msg.clone()).is_none(),
+        "a message equivocates with itself"
+    );
+    if let Some(r) = &msg.reveal {
+        let _ = r.commitment(&msg.validator);
+        let keys = fixed_keys();
+        for proof in &r.proofs {
+            let _ = proof.verify(&keys[0].public(), &keys[1].public(), 0, u64::MAX);
+            let _ = proof.verify(&keys[0].public(), &keys[1].public(), u64::MAX, 0);
+        }
+    }
+}
+
+/// A v2 message signed from the bytes, with or without a reveal: it verifies exactly when
+/// its reveal is well-formed and for an earlier round, survives JSON with its hash, fails
+/// once a field is changed, and two different messages for one round are evidence.
+pub fn weights_message_structured(cur: &mut Cursor<'_>) {
+    let key = &fixed_keys()[usize::from(cur.u8() % 4)];
+    let (round, ts) = (u64::from(cur.u16()), cur.u64());
+    let mut commitment = [0u8; 32];
+    commitment.iter_mut().for_each(|b| *b = cur.u8());
+    let reveal = (cur.u8() % 2 == 1).then(|| {
+        let count = usize::from(cur.u8() % 16);
+        let pairs: Vec<(u16, u16)> = (0..count).map(|_| (cur.u16() % 64, cur.u16())).collect();
+        let mut r = Reveal::new(u64::from(cur.u16()), pairs, Vec::new());
+        if cur.u8() % 8 == 0 {
+            r.salt.truncate(usize::from(cur.u8() % 64));
+        }
+        r
+    });
+    let seen: Vec<SeenMessage> = (0..cur.u8() % 3)
+        .map(|i| SeenMessage {
+            validator: fixed_keys()[usize::from(i)].public().to_ss58(),
+            round: u64::from(cur.u8()),
+            hash: hex::encode([cur.u8(); 32]),
+        })
+        .collect();
+    let well_formed = reveal.as_ref().is_none_or(|r| {
+        r.round < round && r.salt.len() == 64 && r.weights.windows(2).all(|p| p[0].0 < p[1].0)
+    });
+    let msg = WeightsMessage::sign(key, round, ts, commitment, reveal, seen);
+    let result = msg.verify();
+    assert_eq!(
+        result.is_ok(),
+        well_formed,
+        "round {round}, reveal {:?}: {result:?}",
+        msg.reveal
+            .as_ref()
+            .map(|r| (r.round, r.salt.len(), &r.weights))
+    );
+    json_round_trip(&msg);
+    if !well_formed {
+        return;
+    }
+    assert_eq!(result, Ok(key.public()));
+    let mut other = msg.clone();
+    match cur.u8() % 3 {
+        0 => other.timestamp_ms ^= 1,
+        1 => other.commitment = hex::encode([cur.u8() ^ 0x5a; 32]),
+        _ => other.seen.clear(),
+    }
+    if other == msg {
+        return;
+    }
+    assert!(other.verify().is_err(), "a changed message verified");
+    // The validator signing a second message for the round is caught.
+    let second = WeightsMessage::sign(
+        key,
+        round,
+        other.timestamp_ms,
+        commitment,
+        None,
+        other.seen.clone(),
+    );
+    if second.hash() != msg.hash() {
+        let evidence = Evidence::new(msg.clone(), second).expect("two messages, one round");
+        assert_eq!(evidence.verify(), Some((key.public(), round)));
+        json_round_trip(&evidence);
     }
 }
 

@@ -14,7 +14,7 @@ use polylith_protocol::keys::{Hotkey, PublicKey};
 use polylith_protocol::llm::{GeneratedToken, StreamChunk, TopLogprob};
 use polylith_protocol::signing::{Receipt, RequestEnvelope, blake3_hex};
 use polylith_protocol::ss58;
-use polylith_protocol::weights::SignedWeights;
+use polylith_protocol::weights::{Evidence, Reveal, SignedWeights, WeightsMessage, WorkProof};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
@@ -352,7 +352,7 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let mut json = vec![0u8];
     json.extend_from_slice(serde_json::to_string(&signed).unwrap().as_bytes());
     add("signed_weights", "json", json);
-    let mut json = vec![2u8];
+    let mut json = vec![4u8];
     json.extend_from_slice(
         serde_json::to_string(&SignedWeights::sign(b, 0, 0, vec![]))
             .unwrap()
@@ -364,6 +364,41 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     structured.push(5);
     structured.extend_from_slice(&[1, 0, 9, 9, 3, 0, 1, 0, 2, 0, 0, 0, 3, 0, 4, 4, 8, 1, 1, 1]);
     add("signed_weights", "structured", structured);
+
+    let envelope = RequestEnvelope::sign(a, &b.public(), "POST", "/v1/x", b"{}", 5);
+    let proof = WorkProof {
+        method: "POST".into(),
+        path: "/v1/x".into(),
+        receipt: Receipt {
+            miner: b.public().to_ss58(),
+            request_hash: hex::encode(envelope.request_hash("POST", "/v1/x")),
+            response_hash: hex::encode([0u8; 32]),
+            model_hash: String::new(),
+            received_ms: 5,
+            compute_us: 1,
+            ttft_us: 0,
+            total_us: 1,
+            tokens: 0,
+            signature: String::new(),
+        }
+        .sign(b),
+        envelope,
+    };
+    let reveal = Reveal::new(3, vec![(1, 9), (4, 65535)], vec![proof]);
+    let v2 = WeightsMessage::sign(a, 5, 6, [7; 32], Some(reveal), Vec::new());
+    let mut json = vec![2u8];
+    json.extend_from_slice(serde_json::to_string(&v2).unwrap().as_bytes());
+    add("signed_weights", "v2_json", json);
+    let other = WeightsMessage::sign(a, 5, 7, [8; 32], None, Vec::new());
+    let evidence = Evidence::new(v2, other).expect("two messages for round 5");
+    let mut json = vec![6u8];
+    json.extend_from_slice(serde_json::to_string(&evidence).unwrap().as_bytes());
+    add("signed_weights", "v2_evidence", json);
+    let mut structured = vec![3u8, 1, 9, 0];
+    structured.extend_from_slice(&[1; 8]);
+    structured.extend_from_slice(&[0xab; 32]);
+    structured.extend_from_slice(&[1, 3, 1, 0, 5, 0, 2, 0, 7, 0, 9, 0, 3, 0, 1, 2, 9, 9, 9, 1]);
+    add("signed_weights", "v2_structured", structured);
 
     let spec = harness::FIXED_SPEC;
     let rows: Vec<Vec<i32>> = (0..spec.n).map(|i| spec.row_of_c(i).unwrap()).collect();
