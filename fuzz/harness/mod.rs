@@ -467,7 +467,7 @@ pub fn weights_message_structured(cur: &mut Cursor<'_>) {
         let count = usize::from(cur.u8() % 16);
         let pairs: Vec<(u16, u16)> = (0..count).map(|_| (cur.u16() % 64, cur.u16())).collect();
         let mut r = Reveal::new(u64::from(cur.u16()), pairs, Vec::new());
-        if cur.u8() % 8 == 0 {
+        if cur.u8().is_multiple_of(8) {
             r.salt.truncate(usize::from(cur.u8() % 64));
         }
         r
