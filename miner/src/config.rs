@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 /// Which compute backend to use for GEMM proofs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -144,6 +145,18 @@ pub struct MinerConfig {
     pub listen: SocketAddr,
     /// Address of the Prometheus `/metrics` endpoint (loopback by default).
     pub metrics_listen: SocketAddr,
+    /// Longest time to receive a request's headers (also how long an idle keep-alive
+    /// connection may wait before its next request), milliseconds. Every listener.
+    pub header_read_timeout_ms: u64,
+    /// A connection with no bytes moving and no handler running this long is closed,
+    /// milliseconds. Every listener.
+    pub idle_timeout_ms: u64,
+    /// Most connections open at once on the task API; more are closed when accepted.
+    pub max_connections: usize,
+    /// Most connections open at once from one IPv4 address or IPv6 /64, on every listener.
+    pub max_connections_per_ip: usize,
+    /// Most connections open at once on the metrics listener.
+    pub metrics_max_connections: usize,
     /// Name of the hotkey in the keystore.
     pub key: String,
     /// Path of the metagraph TOML file.
@@ -192,6 +205,11 @@ impl Default for MinerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8091)),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9101)),
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 1024,
+            max_connections_per_ip: 128,
+            metrics_max_connections: 16,
             key: "miner".to_string(),
             metagraph: PathBuf::from("metagraph.toml"),
             metagraph_reload_ms: 2_000,
@@ -250,11 +268,41 @@ impl MinerConfig {
         toml::to_string(self).unwrap_or_default()
     }
 
+    /// Limits of the task API listener.
+    pub fn listener_limits(&self) -> polylith_net::ListenerLimits {
+        polylith_net::ListenerLimits {
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            // Task routes enforce their own, shorter body deadline after the envelope checks
+            // (`body_read_timeout_ms`); the listener's default is the backstop for the rest.
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            ..polylith_net::ListenerLimits::default()
+        }
+    }
+
+    /// Limits of the metrics listener: the API's timeouts, a smaller cap.
+    pub fn metrics_listener_limits(&self) -> polylith_net::ListenerLimits {
+        self.listener_limits().for_metrics(self.metrics_max_connections)
+    }
+
     /// Checks values that would make the daemon useless or unbounded.
     pub fn validate(&self) -> Result<(), MinerError> {
         let bad = |m: &str| Err(MinerError::Config(m.to_string()));
         if self.max_concurrent == 0 {
             return bad("max_concurrent must be at least 1");
+        }
+        if self.header_read_timeout_ms == 0 || self.idle_timeout_ms == 0 {
+            return bad("header_read_timeout_ms and idle_timeout_ms must be at least 1");
+        }
+        if self.max_connections == 0
+            || self.max_connections_per_ip == 0
+            || self.metrics_max_connections == 0
+        {
+            return bad(
+                "max_connections, max_connections_per_ip and metrics_max_connections must be \
+                 at least 1",
+            );
         }
         if self.max_body_bytes == 0 {
             return bad("max_body_bytes must be at least 1");

@@ -250,12 +250,22 @@ impl Miner {
             behaviour = %self.inner.config.behaviour,
             "miner serving"
         );
-        let api = axum::serve(listener, self.router())
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future();
-        let metrics = axum::serve(metrics_listener, self.metrics_router())
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future();
+        let listeners =
+            polylith_net::ListenerMetrics::register_or_warn(self.inner.metrics.registry());
+        let api = polylith_net::serve(
+            listener,
+            self.router(),
+            self.inner.config.listener_limits(),
+            listeners.listener("api"),
+            stopped(stop_rx.clone()),
+        );
+        let metrics = polylith_net::serve(
+            metrics_listener,
+            self.metrics_router(),
+            self.inner.config.metrics_listener_limits(),
+            listeners.listener("metrics"),
+            stopped(stop_rx.clone()),
+        );
         let mut api = tokio::spawn(api);
         let mut metrics = tokio::spawn(metrics);
         let reloader = tokio::spawn(reload_loop(self.inner.clone(), stop_rx));

@@ -8,6 +8,7 @@ use polylith_scoring::yuma::EpochParams;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Relative weight of each task kind in a miner's round score. A kind with weight 0 is not
 /// queried at all.
@@ -38,6 +39,20 @@ pub struct ValidatorConfig {
     pub listen: SocketAddr,
     /// Address of the Prometheus endpoint (`GET /metrics`); loopback by default.
     pub metrics_listen: SocketAddr,
+    /// Longest time to receive a request's headers (also how long an idle keep-alive
+    /// connection may wait before its next request), milliseconds. Every listener.
+    pub header_read_timeout_ms: u64,
+    /// Longest time to receive a request body, milliseconds. Every listener.
+    pub body_read_timeout_ms: u64,
+    /// A connection with no bytes moving and no handler running this long is closed,
+    /// milliseconds. Every listener.
+    pub idle_timeout_ms: u64,
+    /// Most connections open at once on the public API; more are closed when accepted.
+    pub max_connections: usize,
+    /// Most connections open at once from one IPv4 address or IPv6 /64, on every listener.
+    pub max_connections_per_ip: usize,
+    /// Most connections open at once on the metrics listener.
+    pub metrics_max_connections: usize,
     /// Name of the hotkey in the keystore.
     pub key: String,
     /// Metagraph TOML file.
@@ -95,6 +110,12 @@ impl Default for ValidatorConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8092)),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 1024,
+            max_connections_per_ip: 128,
+            metrics_max_connections: 16,
             key: "validator".to_string(),
             metagraph: PathBuf::from("metagraph.toml"),
             data_dir: PathBuf::from("validator-data"),
@@ -140,6 +161,23 @@ impl ValidatorConfig {
         toml::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// Limits of the public API listener.
+    pub fn listener_limits(&self) -> polylith_net::ListenerLimits {
+        polylith_net::ListenerLimits {
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            ..polylith_net::ListenerLimits::default()
+        }
+    }
+
+    /// Limits of the metrics listener: the API's timeouts, a smaller cap.
+    pub fn metrics_listener_limits(&self) -> polylith_net::ListenerLimits {
+        self.listener_limits().for_metrics(self.metrics_max_connections)
+    }
+
     /// Checks ranges; returns the first problem.
     pub fn validate(&self) -> Result<(), ValidatorError> {
         let bad = |m: String| Err(ValidatorError::Config(m));
@@ -154,6 +192,26 @@ impl ValidatorConfig {
         }
         if self.open_rows == 0 {
             return bad("open_rows must be at least 1".to_string());
+        }
+        if self.header_read_timeout_ms == 0
+            || self.body_read_timeout_ms == 0
+            || self.idle_timeout_ms == 0
+        {
+            return bad(
+                "header_read_timeout_ms, body_read_timeout_ms and idle_timeout_ms must be at \
+                 least 1"
+                    .to_string(),
+            );
+        }
+        if self.max_connections == 0
+            || self.max_connections_per_ip == 0
+            || self.metrics_max_connections == 0
+        {
+            return bad(
+                "max_connections, max_connections_per_ip and metrics_max_connections must be \
+                 at least 1"
+                    .to_string(),
+            );
         }
         if !(self.ema_alpha > 0.0 && self.ema_alpha <= 1.0) {
             return bad(format!("ema_alpha ({}) must be in (0, 1]", self.ema_alpha));

@@ -746,16 +746,22 @@ impl Validator {
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let mut api = tokio::spawn(
-            axum::serve(listener, self.router())
-                .with_graceful_shutdown(stopped(stop_rx.clone()))
-                .into_future(),
-        );
-        let mut metrics = tokio::spawn(
-            axum::serve(metrics_listener, self.metrics_router())
-                .with_graceful_shutdown(stopped(stop_rx.clone()))
-                .into_future(),
-        );
+        let listeners =
+            polylith_net::ListenerMetrics::register_or_warn(self.inner.metrics.registry());
+        let mut api = tokio::spawn(polylith_net::serve(
+            listener,
+            self.router(),
+            self.inner.config.listener_limits(),
+            listeners.listener("api"),
+            stopped(stop_rx.clone()),
+        ));
+        let mut metrics = tokio::spawn(polylith_net::serve(
+            metrics_listener,
+            self.metrics_router(),
+            self.inner.config.metrics_listener_limits(),
+            listeners.listener("metrics"),
+            stopped(stop_rx.clone()),
+        ));
         let rounds = self.inner.config.rounds;
         let interval = Duration::from_millis(self.inner.config.round_interval_ms.max(1));
         let this = self.clone();

@@ -21,6 +21,21 @@ pub struct Args {
     /// Address of the Prometheus metrics endpoint.
     #[arg(long, env = "POLYLITH_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Longest time to receive a request's headers, milliseconds.
+    #[arg(long, env = "POLYLITH_HEADER_READ_TIMEOUT_MS")]
+    pub header_read_timeout_ms: Option<u64>,
+    /// Close connections idle (no bytes, no handler running) this long, milliseconds.
+    #[arg(long, env = "POLYLITH_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Most connections open at once on the API listener.
+    #[arg(long, env = "POLYLITH_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most connections open at once from one address, on every listener.
+    #[arg(long, env = "POLYLITH_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Most connections open at once on the metrics listener.
+    #[arg(long, env = "POLYLITH_METRICS_MAX_CONNECTIONS")]
+    pub metrics_max_connections: Option<usize>,
     /// Name of the hotkey in the keystore.
     #[arg(long, env = "POLYLITH_KEY")]
     pub key: Option<String>,
@@ -100,6 +115,11 @@ impl Args {
             self,
             listen,
             metrics_listen,
+            header_read_timeout_ms,
+            idle_timeout_ms,
+            max_connections,
+            max_connections_per_ip,
+            metrics_max_connections,
             key,
             metagraph,
             metagraph_reload_ms,
@@ -137,6 +157,10 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<()> {
     let hotkey = keystore
         .load(&config.key)
         .with_context(|| format!("loading hotkey {:?}", config.key))?;
+    // Before the runtime starts: every socket either listener accepts counts against it.
+    let nofile = polylith_net::raise_nofile_limit();
+    tracing::debug!(soft = ?nofile.soft, hard = ?nofile.hard, "open-files limit");
+
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
