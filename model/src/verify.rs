@@ -2,9 +2,9 @@
 //!
 //! The validator runs prompt + completion through its reference model once and, at every
 //! completion position, re-applies the sampling rule of [`crate::sampling`] to its own logits.
-//! A token passes if it is the rule's pick or a *near-tie* (another honest backend could have
-//! picked it: see [`Tolerances`]); its reported log-probability must be close to the
-//! validator's. Structural rules (max_tokens, EOS, stop strings, finish_reason) are checked
+//! A token passes if it is the rule's pick or a *near-tie*: another honest backend could have
+//! picked it, because its logit (greedy) or its seeded Gumbel score (sampling) is within the
+//! honest logit error of the best one (see [`Tolerances`]). Its reported log-probability must be close to the validator's. Structural rules (max_tokens, EOS, stop strings, finish_reason) are checked
 //! exactly. Tolerances are calibrated in docs/protocol.md, "LLM task: verification tolerances".
 
 use crate::error::Result;
@@ -18,9 +18,16 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Tolerances {
     /// Largest per-logit deviation δ of an honest backend. Greedy: a token whose logit is within
-    /// δ of the maximum is a near-tie. Sampling: CDF boundaries may move by 2δ/T (relative to
-    /// the nucleus mass) and nucleus membership within 2δ/T of top_p is ambiguous.
+    /// δ of the maximum is a near-tie. Sampling: a nucleus member whose score (logit + T·Gumbel
+    /// noise, [`crate::sampling`]) is within δ of the best score is a near-tie, and two
+    /// members whose logits are within δ may swap places at the nucleus edge.
     pub logit: f64,
+    /// Largest shift of the nucleus's cumulative probability mass an honest backend causes at
+    /// temperature 1 (measured bf16 vs f32; at temperature T it is `mass / T`, because logit
+    /// errors are divided by T before the softmax). It only decides when membership at the
+    /// `top_p` edge is ambiguous; which token is sampled is judged with `logit`.
+    #[serde(default = "default_mass")]
+    pub mass: f64,
     /// Largest accepted |reported − reference| log-probability of any single token or alternative.
     pub logprob_abs: f64,
     /// Largest accepted mean |reported − reference| log-probability over every reported value
@@ -31,17 +38,25 @@ pub struct Tolerances {
     pub mean_min_tokens: u32,
 }
 
+fn default_mass() -> f64 {
+    Tolerances::default().mass
+}
+
 impl Default for Tolerances {
     fn default() -> Self {
         // Calibrated: docs/protocol.md, "LLM task: verification tolerances".
         Tolerances {
             logit: 0.3,
+            mass: MASS_DEFAULT,
             logprob_abs: 0.35,
             logprob_mean: 0.12,
             mean_min_tokens: 8,
         }
     }
 }
+
+/// Default [`Tolerances::mass`] (docs/protocol.md, section 8).
+const MASS_DEFAULT: f64 = 0.05;
 
 /// Why a completion failed (stable snake_case strings for metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -393,59 +408,88 @@ fn judge(
     claimed: u32,
     tol: &Tolerances,
 ) -> (TokenVerdict, u32) {
+    let (pick, accepted) = accepted_with_pick(logits, params, step, tol);
+    let v = if pick == claimed {
+        TokenVerdict::Match
+    } else if accepted.binary_search(&claimed).is_ok() {
+        TokenVerdict::NearTie
+    } else {
+        TokenVerdict::Wrong
+    };
+    (v, pick)
+}
+
+/// Every token id (ascending) that [`verify`] accepts at completion step `step` whose
+/// reference logits are `logits`: the rule's pick and its near-ties. Its length is how much
+/// freedom a miner has at that position (docs/protocol.md, section 8).
+pub fn accepted_tokens(
+    logits: &[f32],
+    params: &SamplingParams,
+    step: u32,
+    tol: &Tolerances,
+) -> Vec<u32> {
+    accepted_with_pick(logits, params, step, tol).1
+}
+
+/// The pick and every accepted id (ascending, the pick included).
+fn accepted_with_pick(
+    logits: &[f32],
+    params: &SamplingParams,
+    step: u32,
+    tol: &Tolerances,
+) -> (u32, Vec<u32>) {
     if params.temperature == 0.0 {
         let pick = sampling::argmax(logits);
-        if pick == claimed {
-            return (TokenVerdict::Match, pick);
-        }
-        let gap = f64::from(logits[pick as usize]) - f64::from(logits[claimed as usize]);
-        let v = if gap <= tol.logit {
-            TokenVerdict::NearTie
-        } else {
-            TokenVerdict::Wrong
-        };
-        return (v, pick);
+        let top = f64::from(logits[pick as usize]);
+        // NaN logits compare false and are never accepted.
+        let accepted = (0..logits.len() as u32)
+            .filter(|&i| i == pick || top - f64::from(logits[i as usize]) <= tol.logit)
+            .collect();
+        return (pick, accepted);
     }
     let d = Distribution::new(logits, params.temperature, params.top_p);
-    let u = params.uniform(step);
-    let pick = d.pick(u);
-    if pick == claimed {
-        return (TokenVerdict::Match, pick);
-    }
-    // Mass any honest backend may shift, in unnormalised probability.
-    let shift = 2.0 * tol.logit / f64::from(params.temperature);
     let l = d.nucleus_len;
+    let pick = sampling::best(logits, params, step, d.prefix(l)).unwrap_or(0);
+    // Nucleus membership depends on cumulative mass, whose honest error is the mass
+    // tolerance divided by T (logit errors are divided by T before the softmax).
+    let slack = (tol.mass / f64::from(params.temperature)).min(1.0);
     let top_p = f64::from(params.top_p);
-    let mut variants: Vec<Vec<u32>> = vec![d.order[..l].to_vec()];
-    if l > 1 && d.prefix_mass(l - 1) >= top_p - shift {
-        variants.push(d.order[..l - 1].to_vec());
+    // Nucleus sets an honest backend could have used: ours, and where the honest error could
+    // move the top_p crossing, one member fewer, one more, or the edge pair swapped.
+    let mut variants: Vec<Vec<u32>> = vec![d.prefix(l).to_vec()];
+    if l > 1 && d.prefix_mass(l - 1) >= top_p - slack {
+        variants.push(d.prefix(l - 1).to_vec());
     }
-    if l < d.order.len() && d.prefix_mass(l) < top_p + shift {
-        variants.push(d.order[..l + 1].to_vec());
+    if l < d.order.len() && d.prefix_mass(l) < top_p + slack {
+        variants.push(d.prefix(l + 1).to_vec());
     }
     if l < d.order.len() {
         let (a, b) = (d.order[l - 1] as usize, d.order[l] as usize);
-        if f64::from(logits[a]) - f64::from(logits[b]) <= 2.0 * tol.logit {
-            let mut v = d.order[..l - 1].to_vec();
+        if f64::from(logits[a]) - f64::from(logits[b]) <= tol.logit {
+            let mut v = d.prefix(l - 1).to_vec();
             v.push(d.order[l]);
             variants.push(v);
         }
     }
+    // Scores are logit + T·gumbel: a logit error ε moves a score by ε whatever T, so a member
+    // is a near-tie when its score is within the logit tolerance of its nucleus's best.
+    let key = params.noise_key(step);
+    let mut accepted = vec![pick];
     for members in &variants {
-        if !members.contains(&claimed) {
-            continue;
-        }
-        let mass: f64 = members.iter().map(|&m| d.probs[m as usize]).sum();
-        let lo: f64 = members
+        let scores: Vec<f64> = members
             .iter()
-            .filter(|&&m| m < claimed)
-            .map(|&m| d.probs[m as usize])
-            .sum();
-        let hi = lo + d.probs[claimed as usize];
-        let slack = shift / mass;
-        if u >= lo / mass - slack && u < hi / mass + slack {
-            return (TokenVerdict::NearTie, pick);
-        }
+            .map(|&m| params.score(key, m, logits[m as usize]))
+            .collect();
+        let top = scores.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+        accepted.extend(
+            members
+                .iter()
+                .zip(&scores)
+                .filter(|&(_, &s)| top - s <= tol.logit)
+                .map(|(&m, _)| m),
+        );
     }
-    (TokenVerdict::Wrong, pick)
+    accepted.sort_unstable();
+    accepted.dedup();
+    (pick, accepted)
 }

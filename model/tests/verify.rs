@@ -372,3 +372,146 @@ pub fn ascii_stop(ids: &[u32]) -> (String, usize) {
         .unwrap();
     (stop, end)
 }
+
+/// The sampled modes challenges use: (temperature, top_p).
+const SAMPLED: [(f32, f32); 2] = [(0.7, 0.9), (1.0, 1.0)];
+
+fn sampled(t: f32, top_p: f32, seed: u64, max_tokens: u32) -> SamplingParams {
+    SamplingParams {
+        max_tokens,
+        temperature: t,
+        top_p,
+        seed,
+        stop: vec![],
+        top_logprobs: 20,
+    }
+}
+
+/// A cheater that samples honestly but puts a byte of its own choosing at every fourth
+/// position, reporting the reference's exact logprobs so that only the token check can
+/// catch it.
+fn injected(prompt: &[u32], p: &SamplingParams) -> (Vec<GeneratedToken>, &'static str) {
+    let payload = b"HIDDEN PAYLOAD ";
+    let mut seq = prompt.to_vec();
+    let mut out = Vec::new();
+    for step in 0..p.max_tokens {
+        let row = reference().logits(&seq).unwrap().pop().unwrap();
+        let id = if step % 4 == 3 {
+            u32::from(payload[(step as usize / 4) % payload.len()])
+        } else {
+            polylith_model::sampling::pick(&row, p, step)
+        };
+        let lp = polylith_model::sampling::log_softmax(&row);
+        out.push(GeneratedToken {
+            id,
+            logprob: lp[id as usize] as f32,
+            top_logprobs: polylith_model::sampling::top_k(&lp, 20)
+                .into_iter()
+                .map(|(id, l)| TopLogprob {
+                    id,
+                    logprob: l as f32,
+                })
+                .collect(),
+        });
+        if id == BYTE_EOS {
+            return (out, "eos");
+        }
+        seq.push(id);
+    }
+    (out, "length")
+}
+
+#[test]
+fn chosen_bytes_injected_into_sampled_completions_are_rejected() {
+    let mut passed = Vec::new();
+    for (t, top_p) in SAMPLED {
+        for i in 0..8 {
+            let prompt = reference()
+                .encode_prompt(&prompts::generate(21, i))
+                .unwrap();
+            let p = sampled(t, top_p, 900 + i, 24);
+            let (tokens, finish) = injected(&prompt, &p);
+            let r = check(&prompt, &tokens, finish, &p);
+            if r.passed {
+                passed.push((t, i));
+            } else {
+                assert!(
+                    matches!(
+                        r.reason,
+                        Some(FailReason::WrongToken | FailReason::EarlyStop | FailReason::PastEos)
+                    ),
+                    "{r:?}"
+                );
+            }
+        }
+    }
+    assert!(passed.is_empty(), "injected completions passed: {passed:?}");
+}
+
+#[test]
+fn sampled_positions_accept_a_median_of_at_most_two_tokens() {
+    let tol = Tolerances::default();
+    for (t, top_p) in SAMPLED {
+        let (mut counts, mut eos_free) = (Vec::new(), 0usize);
+        for i in 0..6 {
+            let prompt = reference()
+                .encode_prompt(&prompts::generate(23, i))
+                .unwrap();
+            let p = sampled(t, top_p, 700 + i, 32);
+            let out = run(reference(), &prompt, &p);
+            let mut seq = prompt.clone();
+            seq.extend(out.ids());
+            let rows = reference().logits(&seq).unwrap();
+            for (step, row) in rows[prompt.len() - 1..]
+                .iter()
+                .take(out.tokens.len())
+                .enumerate()
+            {
+                let acc = polylith_model::verify::accepted_tokens(row, &p, step as u32, &tol);
+                let pick = polylith_model::sampling::pick(row, &p, step as u32);
+                assert!(acc.contains(&pick));
+                eos_free += usize::from(pick != BYTE_EOS && acc.contains(&BYTE_EOS));
+                counts.push(acc.len());
+            }
+        }
+        counts.sort_unstable();
+        let median = counts[counts.len() / 2];
+        assert!(
+            median <= 2,
+            "T={t}: median {median} accepted tokens per position"
+        );
+        assert!(
+            eos_free * 20 <= counts.len(),
+            "T={t}: EOS accepted off-pick at {eos_free} of {} positions",
+            counts.len()
+        );
+    }
+}
+
+#[test]
+fn honest_sampled_completions_pass_at_least_995_per_mille() {
+    let bf16 = reference().rounded(DType::BF16).unwrap();
+    for (name, miner) in [("f32", reference()), ("bf16", &bf16)] {
+        let (mut passed, mut total, mut failures) = (0u32, 0u32, Vec::new());
+        for (t, top_p) in SAMPLED {
+            for i in 0..100 {
+                let prompt = reference()
+                    .encode_prompt(&prompts::generate(29, i))
+                    .unwrap();
+                let p = sampled(t, top_p, 3000 + i, 16);
+                let out = run(miner, &prompt, &p);
+                let r = check(&prompt, &out.tokens, out.finish_reason.as_str(), &p);
+                total += 1;
+                if r.passed {
+                    passed += 1;
+                } else {
+                    failures.push((t, i, r.reason, r.detail));
+                }
+            }
+        }
+        assert!(
+            f64::from(passed) >= 0.995 * f64::from(total),
+            "{name}: {passed}/{total}: {failures:?}"
+        );
+    }
+}
