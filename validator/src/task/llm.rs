@@ -45,12 +45,16 @@ pub struct LlmSettings {
     pub tolerances: Tolerances,
 }
 
+/// Domain separation of the prompt PRF's input.
+const PROMPT_DOMAIN: &[u8] = b"polylith llm challenge prompt v1";
+
 /// The LLM inference task.
 pub struct LlmTask {
     model: Arc<Model>,
     hash: ModelId,
     settings: LlmSettings,
-    prompt_seed: u64,
+    /// Secret key of the prompt PRF; never leaves the process.
+    prompt_key: [u8; 32],
     next_prompt: AtomicU64,
 }
 
@@ -94,17 +98,36 @@ impl Challenge {
 }
 
 impl LlmTask {
-    /// A task verifying against `model`; prompts come from a stream seeded from OS entropy,
-    /// so two validators (or two runs) never send the same prompts.
+    /// A task verifying against `model`; prompts come from a keyed PRF whose 32-byte key is
+    /// drawn from the OS-seeded CSPRNG at start and never revealed, so two validators (or two
+    /// runs) never send the same prompts and no miner can predict its next one.
     pub fn new(model: Arc<Model>, settings: LlmSettings) -> Self {
+        Self::with_prompt_key(model, settings, rand::rng().random())
+    }
+
+    /// [`LlmTask::new`] with a given prompt key (tests, reproducible runs).
+    pub fn with_prompt_key(model: Arc<Model>, settings: LlmSettings, key: [u8; 32]) -> Self {
         let hash = model.hash();
         Self {
             model,
             hash,
             settings,
-            prompt_seed: rand::rng().random(),
+            prompt_key: key,
             next_prompt: AtomicU64::new(0),
         }
+    }
+
+    /// Prompt text number `index` of this task: `prompts::generate` of a 64-bit seed that is
+    /// keyed BLAKE3 of (domain, index). The text is a function of that PRF output alone, so
+    /// every earlier prompt reveals nothing about the key, the counter or the next prompt.
+    fn prompt_text(&self, index: u64) -> String {
+        let mut h = blake3::Hasher::new_keyed(&self.prompt_key);
+        h.update(PROMPT_DOMAIN);
+        h.update(&index.to_le_bytes());
+        let mut seed = [0u8; 8];
+        seed.copy_from_slice(&h.finalize().as_bytes()[..8]);
+        // Index 0 of a fresh stream: the public index part of the text carries no counter.
+        polylith_model::prompts::generate(u64::from_le_bytes(seed), 0)
     }
 
     /// The reference model.
@@ -112,12 +135,12 @@ impl LlmTask {
         &self.model
     }
 
-    /// A fresh challenge: the next prompt of this task's stream, a random sampling mode and
+    /// A fresh challenge: the next prompt of this task's keyed stream, a random sampling mode and
     /// seed, 20 alternatives per token, sometimes a stop string, and a third of the time as
     /// a chat (one user message) instead of a plain completion.
     pub fn draw_challenge(&self) -> Challenge {
         let index = self.next_prompt.fetch_add(1, Ordering::Relaxed);
-        let prompt = polylith_model::prompts::generate(self.prompt_seed, index);
+        let prompt = self.prompt_text(index);
         let mut rng = rand::rng();
         let (temperature, top_p) = MODES
             .get(rng.random_range(0..MODES.len()))
@@ -445,6 +468,90 @@ mod tests {
         assert!(cs.iter().any(|c| !c.params.stop.is_empty()));
         // Two tasks (two validators) draw different prompt streams.
         assert_ne!(task().draw_challenge().prompt, cs[0].prompt);
+    }
+
+    /// The prompt text of a challenge as the miner sees it (the user message of a chat).
+    fn sent_text(c: &Challenge) -> String {
+        match &c.request {
+            ChallengeRequest::Completion(r) => r.prompt.clone(),
+            ChallengeRequest::Chat(r) => r.messages[0].content.clone(),
+        }
+    }
+
+    /// Inverse of `rng::mix64` (each xorshift and odd multiply is invertible).
+    fn unmix64(mut z: u64) -> u64 {
+        let inv = |a: u64| {
+            (0..6).fold(a, |x, _| {
+                x.wrapping_mul(2u64.wrapping_sub(a.wrapping_mul(x)))
+            })
+        };
+        z ^= (z >> 31) ^ (z >> 62);
+        z = z.wrapping_mul(inv(0x94D0_49BB_1331_11EB));
+        z ^= (z >> 27) ^ (z >> 54);
+        z = z.wrapping_mul(inv(0xBF58_476D_1CE4_E5B9));
+        z ^ (z >> 30) ^ (z >> 60)
+    }
+
+    /// A miner's predictor: reads (seed, index) back from the prompt's reference code and
+    /// returns the prompts the same stream would send `1..=64` steps later.
+    fn predict(text: &str) -> Vec<String> {
+        let code = text
+            .rsplit("(ref ")
+            .next()
+            .unwrap_or("")
+            .trim_end_matches(')');
+        let mut parts = code
+            .split('-')
+            .map(|p| u64::from_str_radix(p, 36).unwrap_or(0));
+        let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        let seed = unmix64(a);
+        let index = unmix64(b) ^ a;
+        (1..=64)
+            .map(|k| polylith_model::prompts::generate(seed, index + k))
+            .collect()
+    }
+
+    #[test]
+    fn earlier_prompts_do_not_predict_the_next() {
+        // The predictor works on an unkeyed stream: it would have broken the old scheme.
+        let old = polylith_model::prompts::generate(77, 5);
+        assert!(predict(&old).contains(&polylith_model::prompts::generate(77, 5 + 3)));
+        let settings = task().settings;
+        let model = Arc::new(Model::builtin().unwrap());
+        let t = LlmTask::with_prompt_key(model.clone(), settings.clone(), [7; 32]);
+        let seen: Vec<String> = (0..40).map(|_| sent_text(&t.draw_challenge())).collect();
+        for w in seen.windows(2) {
+            assert!(
+                !predict(&w[0]).contains(&w[1]),
+                "{} predicted {}",
+                w[0],
+                w[1]
+            );
+        }
+        // No earlier prompt's stream, rewound or advanced, reaches the next one.
+        let next = sent_text(&t.draw_challenge());
+        assert!(seen.iter().all(|p| !predict(p).contains(&next)));
+        // The key is the only secret: same key and counter, same prompt; another key, another.
+        let again = LlmTask::with_prompt_key(model.clone(), settings.clone(), [7; 32]);
+        let other = LlmTask::with_prompt_key(model, settings, [8; 32]);
+        let (mut same, mut differ) = (0, 0);
+        for p in &seen {
+            same += usize::from(sent_text(&again.draw_challenge()) == *p);
+            let o = sent_text(&other.draw_challenge());
+            let body = |s: &str| s.split(" (ref").next().unwrap_or("").to_string();
+            differ += usize::from(body(&o) != body(p));
+        }
+        assert_eq!(same, seen.len());
+        assert!(differ >= 30, "only {differ} of 40 wordings differ");
+        // The counter cannot be read back from the reference code.
+        for (i, p) in seen.iter().enumerate().skip(1) {
+            let code = p.rsplit("(ref ").next().unwrap_or("").trim_end_matches(')');
+            let v: Vec<u64> = code
+                .split('-')
+                .map(|x| u64::from_str_radix(x, 36).unwrap_or(0))
+                .collect();
+            assert_ne!(unmix64(v[1]) ^ v[0], i as u64, "{p}");
+        }
     }
 
     #[test]
