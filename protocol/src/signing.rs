@@ -264,14 +264,32 @@ impl RequestEnvelope {
             (H_SIGNATURE, self.signature.clone()),
         ]
     }
-    /// Stateless checks: signature present, body hash, signature valid, receiver is `me`,
-    /// timestamp within `window_ms` of `now_ms`. Replay and stake checks are the caller's
-    /// (they need state); see [`NonceCache`].
+    /// Stateless checks: [`verify_headers`](Self::verify_headers), then
+    /// [`verify_body`](Self::verify_body). Replay and stake checks are the caller's (they
+    /// need state); see [`NonceCache`].
     pub fn verify(
         &self,
         method: &str,
         path: &str,
         body: &[u8],
+        me: &PublicKey,
+        now_ms: u64,
+        window_ms: u64,
+    ) -> Result<PublicKey, Rejection> {
+        let sender = self.verify_headers(method, path, me, now_ms, window_ms)?;
+        self.verify_body(body)?;
+        Ok(sender)
+    }
+    /// The checks that need only the headers: signature present and valid over the signing
+    /// payload, receiver is `me`, timestamp within `window_ms` of `now_ms`.
+    ///
+    /// The signature covers the body hash header, so a server can run this before reading
+    /// a single body byte and then hold the body to the signed hash with
+    /// [`verify_body`](Self::verify_body).
+    pub fn verify_headers(
+        &self,
+        method: &str,
+        path: &str,
         me: &PublicKey,
         now_ms: u64,
         window_ms: u64,
@@ -283,9 +301,6 @@ impl RequestEnvelope {
             .map_err(|_| Rejection::Malformed("sender is not an SS58 address".into()))?;
         let signature = Signature::from_hex(&self.signature)
             .ok_or_else(|| Rejection::Malformed("signature must be 128 hex digits".into()))?;
-        if self.body_hash != blake3_hex(body) {
-            return Err(Rejection::BodyHashMismatch);
-        }
         sender
             .verify(&self.signing_payload(method, path), &signature)
             .map_err(|_| Rejection::BadSignature)?;
@@ -297,6 +312,13 @@ impl RequestEnvelope {
             return Err(Rejection::StaleTimestamp);
         }
         Ok(sender)
+    }
+    /// `Err(BodyHashMismatch)` unless blake3(`body`) is the signed body hash.
+    pub fn verify_body(&self, body: &[u8]) -> Result<(), Rejection> {
+        if self.body_hash != blake3_hex(body) {
+            return Err(Rejection::BodyHashMismatch);
+        }
+        Ok(())
     }
 }
 
@@ -473,4 +495,46 @@ impl Receipt {
 /// Converts a signature to hex for headers.
 pub fn sig_hex(sig: &Signature) -> String {
     hex::encode(sig.0)
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+
+    /// The header check alone accepts any body (it never sees one), the body check holds
+    /// the body to the signed hash, and a forged signature is caught without a body.
+    #[test]
+    fn header_and_body_checks_split_the_old_verify() {
+        let validator = Hotkey::from_seed(&[7; 32]).unwrap();
+        let miner = Hotkey::from_seed(&[8; 32]).unwrap().public();
+        let path = "/v1/gemm/commit";
+        let env = RequestEnvelope::sign(&validator, &miner, "POST", path, b"body", 1_000);
+        assert_eq!(
+            env.verify_headers("POST", path, &miner, 1_000, 10),
+            Ok(validator.public())
+        );
+        assert_eq!(env.verify_body(b"body"), Ok(()));
+        assert_eq!(env.verify_body(b"other"), Err(Rejection::BodyHashMismatch));
+        assert_eq!(
+            env.verify("POST", path, b"other", &miner, 1_000, 10),
+            Err(Rejection::BodyHashMismatch)
+        );
+        let mut forged = env.clone();
+        forged.signature = miner_forgery(&env, path);
+        assert_eq!(
+            forged.verify_headers("POST", path, &miner, 1_000, 10),
+            Err(Rejection::BadSignature)
+        );
+        // With a forged signature and a wrong body, the signature is what is reported: the
+        // miner rejects it before reading the body.
+        assert_eq!(
+            forged.verify("POST", path, b"other", &miner, 1_000, 10),
+            Err(Rejection::BadSignature)
+        );
+    }
+
+    fn miner_forgery(env: &RequestEnvelope, path: &str) -> String {
+        let stranger = Hotkey::from_seed(&[9; 32]).unwrap();
+        stranger.sign(&env.signing_payload("POST", path)).to_hex()
+    }
 }
