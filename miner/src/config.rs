@@ -177,6 +177,9 @@ pub struct MinerConfig {
     pub max_queue: usize,
     /// Longest wait for a compute slot before a request is refused with 503, milliseconds.
     pub queue_timeout_ms: u64,
+    /// Longest time to receive a request body once its headers verified, milliseconds;
+    /// a slower sender gets 408 `body_timeout` and its place is freed.
+    pub body_read_timeout_ms: u64,
     /// How long a commitment stays openable, milliseconds.
     pub commitment_ttl_ms: u64,
     /// Most bytes held by all commitments together; the oldest are evicted first.
@@ -220,6 +223,7 @@ impl Default for MinerConfig {
             max_concurrent: 4,
             max_queue: 64,
             queue_timeout_ms: 30_000,
+            body_read_timeout_ms: 5_000,
             commitment_ttl_ms: 120_000,
             max_commitment_bytes: 1 << 30,
             max_commitments: 256,
@@ -303,6 +307,9 @@ impl MinerConfig {
                 "max_connections, max_connections_per_ip and metrics_max_connections must be \
                  at least 1",
             );
+        }
+        if self.body_read_timeout_ms == 0 {
+            return bad("body_read_timeout_ms must be at least 1");
         }
         if self.max_body_bytes == 0 {
             return bad("max_body_bytes must be at least 1");

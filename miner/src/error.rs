@@ -83,6 +83,26 @@ impl ApiError {
             format!("request body exceeds {limit} bytes"),
         )
     }
+    /// 408: the body did not arrive within `timeout_ms` of its verified headers.
+    pub fn body_timeout(timeout_ms: u64) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!("request body not received within {timeout_ms} ms of its headers"),
+        )
+    }
+    /// 401 `stale_timestamp`: the request was signed before this miner started, so its nonce
+    /// may have been seen by a previous run whose replay cache is gone.
+    pub fn signed_before_start(timestamp_ms: u64, started_ms: u64) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "stale_timestamp",
+            format!(
+                "request timestamp {timestamp_ms} is before this miner started \
+                 ({started_ms}); sign a fresh request"
+            ),
+        )
+    }
     /// 503: every compute slot and queue place is taken.
     pub fn overloaded(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)

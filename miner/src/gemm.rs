@@ -122,9 +122,16 @@ async fn commit_inner(
 
     let started = Instant::now();
     let worker = miner.clone();
+    let cancel = auth.cancel_token();
     let committed = tokio::task::spawn_blocking(move || {
         // The compute slot stays taken until the work is done, even if the client left.
         let _permit = permit;
+        // A backend product cannot be interrupted, but one whose client left while it
+        // waited for this thread need not start.
+        if cancel.is_cancelled() {
+            worker.metrics.cancelled.with_label_values(&["gemm"]).inc();
+            return Err(BackendError::Compute("the client went away".into()));
+        }
         commit_with_behaviour(&worker, &spec, request.dtype)
     })
     .await
@@ -230,6 +237,8 @@ async fn open_inner(
         ));
     }
     let started = Instant::now();
+    let cancel = auth.cancel_token();
+    let worker = miner.clone();
     let rows = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let committed = &stored.committed;
@@ -237,6 +246,10 @@ async fn open_inner(
             .rows
             .iter()
             .map(|&i| {
+                if cancel.is_cancelled() {
+                    worker.metrics.cancelled.with_label_values(&["gemm"]).inc();
+                    return Err(BackendError::Compute("the client went away".into()));
+                }
                 let values = committed.row(i)?;
                 let path = committed
                     .tree()

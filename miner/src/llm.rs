@@ -350,6 +350,7 @@ async fn serve(
     let params = job.params.clone();
     let prompt_text = job.prompt.clone();
     let streaming = job.stream;
+    let cancel = auth.cancel_token();
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let Some(served) = worker.model.as_ref() else {
@@ -358,6 +359,7 @@ async fn serve(
         let model = &served.model;
         let started = Instant::now();
         let mut ttft_us = 0u64;
+        let mut cancelled = false;
         let result = model
             .encode_prompt(&prompt_text)
             .map_err(model_error)
@@ -368,6 +370,10 @@ async fn serve(
                     if streaming {
                         let last = c.tokens.len().saturating_sub(1);
                         for (i, token) in c.tokens.iter().enumerate() {
+                            if cancel.is_cancelled() {
+                                cancelled = true;
+                                break;
+                            }
                             let sent = tx.blocking_send(Event::Token {
                                 index: i as u32,
                                 token: token.clone(),
@@ -379,6 +385,7 @@ async fn serve(
                                 finish: (i == last).then_some(c.finish_reason),
                             });
                             if sent.is_err() {
+                                cancelled = true;
                                 break;
                             }
                         }
@@ -390,6 +397,12 @@ async fn serve(
                             if ev.index == 0 {
                                 ttft_us = started.elapsed().as_micros() as u64;
                             }
+                            // Nobody holds the request any more (the client left): stop, so
+                            // the slot is free for work someone will read.
+                            if cancel.is_cancelled() {
+                                cancelled = true;
+                                return ControlFlow::Break(());
+                            }
                             if !streaming {
                                 return ControlFlow::Continue(());
                             }
@@ -399,8 +412,9 @@ async fn serve(
                                 text: ev.text_delta.to_string(),
                                 finish: ev.finish_reason,
                             });
-                            // The client left: stop generating.
+                            // The stream's reader is gone: stop generating.
                             if sent.is_err() {
+                                cancelled = true;
                                 ControlFlow::Break(())
                             } else {
                                 ControlFlow::Continue(())
@@ -411,6 +425,11 @@ async fn serve(
                 completion.map(|c| (c, prompt))
             });
         let compute_us = started.elapsed().as_micros() as u64;
+        if cancelled {
+            worker.metrics.cancelled.with_label_values(&["llm"]).inc();
+            tracing::debug!(compute_us, "generation stopped: the client went away");
+            return;
+        }
         let _ = tx.blocking_send(Event::Done(result, ttft_us, compute_us));
     });
 

@@ -7,7 +7,7 @@ use prometheus::{
 };
 
 /// Rejection reasons, pre-created at zero so dashboards show them before the first event.
-pub const REJECTION_REASONS: [&str; 11] = [
+pub const REJECTION_REASONS: [&str; 12] = [
     "missing_signature",
     "malformed",
     "body_hash_mismatch",
@@ -18,6 +18,7 @@ pub const REJECTION_REASONS: [&str; 11] = [
     "unknown_sender",
     "insufficient_stake",
     "body_too_large",
+    "body_timeout",
     "overloaded",
 ];
 
@@ -38,6 +39,8 @@ pub struct MinerMetrics {
     pub compute_seconds: HistogramVec,
     /// `polylith_miner_queue_depth`.
     pub queue_depth: IntGauge,
+    /// `polylith_miner_cancelled_total{task}`.
+    pub cancelled: IntCounterVec,
     /// `polylith_miner_backend_info{backend}`.
     pub backend_info: IntGaugeVec,
     /// `polylith_miner_tokens_served_total`.
@@ -74,7 +77,14 @@ impl MinerMetrics {
         )?;
         let queue_depth = IntGauge::new(
             "polylith_miner_queue_depth",
-            "Task requests admitted and not finished",
+            "Task requests holding a place: body being read, queued or computing",
+        )?;
+        let cancelled = IntCounterVec::new(
+            Opts::new(
+                "polylith_miner_cancelled_total",
+                "Tasks stopped early because their client went away",
+            ),
+            &["task"],
         )?;
         let backend_info = IntGaugeVec::new(
             Opts::new(
@@ -95,6 +105,7 @@ impl MinerMetrics {
         registry.register(Box::new(rejections.clone()))?;
         registry.register(Box::new(compute_seconds.clone()))?;
         registry.register(Box::new(queue_depth.clone()))?;
+        registry.register(Box::new(cancelled.clone()))?;
         registry.register(Box::new(backend_info.clone()))?;
         registry.register(Box::new(tokens_served.clone()))?;
         registry.register(Box::new(gemm_flop.clone()))?;
@@ -112,6 +123,7 @@ impl MinerMetrics {
                 requests.with_label_values(&[task, outcome]);
             }
             compute_seconds.with_label_values(&[task]);
+            cancelled.with_label_values(&[task]);
         }
         Ok(Self {
             registry,
@@ -120,6 +132,7 @@ impl MinerMetrics {
             rejections,
             compute_seconds,
             queue_depth,
+            cancelled,
             backend_info,
             tokens_served,
             gemm_flop,
@@ -173,6 +186,7 @@ mod tests {
             "polylith_miner_rejections_total",
             "polylith_miner_compute_seconds",
             "polylith_miner_queue_depth",
+            "polylith_miner_cancelled_total",
             "polylith_miner_backend_info",
             "polylith_miner_tokens_served_total",
             "polylith_miner_gemm_flop_total",

@@ -16,11 +16,13 @@ use axum::routing::{get, post};
 use parking_lot::Mutex;
 use polylith_protocol::keys::{Hotkey, PublicKey};
 use polylith_protocol::metagraph::MetagraphHandle;
+use polylith_protocol::metagraph::{Metagraph, Role};
 use polylith_protocol::signing::NonceCache;
 use polylith_protocol::task::TaskKind;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -28,7 +30,78 @@ use tracing::Instrument;
 
 /// A compute slot held by one task request; shared with its blocking compute so the slot is
 /// only freed when the work really ends.
-pub type SlotPermit = Arc<OwnedSemaphorePermit>;
+pub type SlotPermit = Arc<Slot>;
+
+/// One compute slot together with the sender's place it was admitted on: a sender that
+/// abandons a task keeps paying for it (in its own share) until the compute really stops.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _place: Arc<Place>,
+}
+
+/// One place of a sender's stake share, from verified headers until both the reply is done
+/// and the compute has stopped (the middleware and the compute each hold it).
+pub(crate) struct Place {
+    inner: Arc<MinerInner>,
+    sender: PublicKey,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut held = self.inner.places.lock();
+        if let Some(n) = held.get_mut(&self.sender) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                // Only senders with places in use are kept, so the map stays small.
+                held.remove(&self.sender);
+            }
+        }
+        self.inner.metrics.queue_depth.dec();
+    }
+}
+
+/// Reads whether the client of a task request is gone; blocking compute polls it between
+/// steps so that work nobody will read stops and frees its slot.
+#[derive(Debug, Clone)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// True once every [`RequestAlive`] of the request has been dropped.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Keeps a request's [`CancelToken`] unset while any clone lives: the handler future holds
+/// one (dropped with it when the client disconnects), a streaming body holds another.
+#[derive(Clone)]
+pub struct RequestAlive(Arc<CancelOnDrop>);
+
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+impl RequestAlive {
+    /// A new, live request.
+    pub fn new() -> Self {
+        Self(Arc::new(CancelOnDrop(Arc::new(AtomicBool::new(false)))))
+    }
+    /// The token that turns cancelled when the last clone of `self` is dropped. It does not
+    /// keep the request alive itself, so blocking compute can hold it.
+    pub fn token(&self) -> CancelToken {
+        CancelToken(self.0.0.clone())
+    }
+}
+
+impl Default for RequestAlive {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// Everything a request handler needs; shared behind an `Arc`.
 pub struct MinerInner {
@@ -50,12 +123,68 @@ pub struct MinerInner {
     pub(crate) model: Option<crate::llm::ServedModel>,
     /// The `replay` behaviour's first commitment.
     pub(crate) replay: Mutex<Option<Arc<dyn Committed>>>,
-    slots: Arc<Semaphore>,
-    admitted: AtomicUsize,
+    pub(crate) slots: Arc<Semaphore>,
+    /// Places held per sender (body read, queue or compute); see [`MinerInner::take_place`].
+    places: Mutex<HashMap<PublicKey, usize>>,
+    /// Miner clock at start-up: requests signed earlier are refused, because the replay
+    /// cache of a previous run is gone.
+    pub(crate) started_ms: u64,
     tasks_served: AtomicU64,
 }
 
 impl MinerInner {
+    /// The places (compute plus queue) a validator of `stake` may hold at once: its
+    /// stake-proportional part of `max_concurrent + max_queue`, at least one.
+    pub(crate) fn sender_share(&self, metagraph: &Metagraph, stake: u64) -> usize {
+        let total = self.config.max_concurrent + self.config.max_queue;
+        let min = self.config.min_validator_stake;
+        let eligible: u128 = metagraph
+            .neurons
+            .iter()
+            .filter(|n| n.role == Role::Validator && n.stake >= min)
+            .map(|n| u128::from(n.stake))
+            .sum();
+        if eligible == 0 {
+            return total;
+        }
+        let share = total as u128 * u128::from(stake) / eligible;
+        usize::try_from(share).unwrap_or(total).clamp(1, total)
+    }
+
+    /// Takes one of `sender`'s places, or refuses with 503 when it already holds `share`.
+    ///
+    /// There is no global cap besides the shares: a validator inside its share is never
+    /// refused because others are busy, and the total is bounded by the sum of the shares.
+    pub(crate) fn take_place(
+        self: &Arc<Self>,
+        sender: PublicKey,
+        share: usize,
+    ) -> Result<Place, ApiError> {
+        {
+            let mut held = self.places.lock();
+            let n = held.entry(sender).or_insert(0);
+            if *n >= share {
+                return Err(ApiError::overloaded(format!(
+                    "this validator already holds its share of {share} places"
+                )));
+            }
+            *n += 1;
+        }
+        self.metrics.queue_depth.inc();
+        Ok(Place {
+            inner: self.clone(),
+            sender,
+        })
+    }
+
+    /// Bundles a compute `permit` with the `place` it was admitted on.
+    pub(crate) fn slot(permit: OwnedSemaphorePermit, place: Arc<Place>) -> SlotPermit {
+        Arc::new(Slot {
+            _permit: permit,
+            _place: place,
+        })
+    }
+
     /// Counts a rejection (reason label) and a rejected request of `task`.
     pub(crate) fn count_rejection(&self, task: TaskKind, reason: &str) {
         self.metrics.reject(reason);
@@ -141,6 +270,7 @@ impl Miner {
             _ => None,
         };
         let public = hotkey.public();
+        let started_ms = clock.now_ms();
         let inner = MinerInner {
             ss58: public.to_ss58(),
             public,
@@ -161,7 +291,8 @@ impl Miner {
             model,
             replay: Mutex::new(None),
             slots: Arc::new(Semaphore::new(config.max_concurrent)),
-            admitted: AtomicUsize::new(0),
+            places: Mutex::new(HashMap::new()),
+            started_ms,
             tasks_served: AtomicU64::new(0),
             config,
         };
@@ -364,43 +495,23 @@ async fn request_span(req: Request, next: Next) -> Response {
     .await
 }
 
-/// Bounded admission: at most `max_concurrent` computing and `max_queue` waiting; anything
-/// beyond, or a wait longer than `queue_timeout_ms`, is refused at once with 503.
-async fn admission(State(inner): State<Arc<MinerInner>>, mut req: Request, next: Next) -> Response {
+/// The front door of every task endpoint (see [`crate::auth::admit`]): nothing costly
+/// happens before the headers verified and the sender's share has room.
+async fn admission(State(inner): State<Arc<MinerInner>>, req: Request, next: Next) -> Response {
     let task = task_for_path(req.uri().path());
-    let limit = inner.config.max_concurrent + inner.config.max_queue;
-    let refuse = |message: String| {
-        inner.count_rejection(task, "overloaded");
-        ApiError::overloaded(message).into_response()
-    };
-    if inner.admitted.fetch_add(1, Ordering::SeqCst) >= limit {
-        inner.admitted.fetch_sub(1, Ordering::SeqCst);
-        return refuse(format!("{limit} requests already admitted"));
-    }
-    inner.metrics.queue_depth.inc();
-    let _admitted = Admitted(inner.clone());
-    let wait = Duration::from_millis(inner.config.queue_timeout_ms);
-    let permit = match tokio::time::timeout(wait, inner.slots.clone().acquire_owned()).await {
-        Ok(Ok(permit)) => permit,
-        Ok(Err(_)) => return refuse("miner is shutting down".to_string()),
-        Err(_) => {
-            return refuse(format!(
-                "no compute slot free within {} ms",
-                wait.as_millis()
-            ));
+    match crate::auth::admit(&inner, req, task).await {
+        Ok((req, place)) => {
+            let response = next.run(req).await;
+            // Held until here so that a reply still being prepared after its compute (the
+            // `slow` behaviour's delay) keeps counting against its sender.
+            drop(place);
+            response
         }
-    };
-    req.extensions_mut().insert::<SlotPermit>(Arc::new(permit));
-    next.run(req).await
-}
-
-/// Undoes one admission when the request finishes (or is dropped).
-struct Admitted(Arc<MinerInner>);
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        self.0.admitted.fetch_sub(1, Ordering::SeqCst);
-        self.0.metrics.queue_depth.dec();
+        Err(e) => {
+            inner.count_rejection(task, e.reason);
+            tracing::debug!(reason = e.reason, message = %e.message, "request rejected");
+            e.into_response()
+        }
     }
 }
 

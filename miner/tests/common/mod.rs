@@ -92,15 +92,47 @@ pub fn test_config() -> MinerConfig {
 
 impl TestMiner {
     pub async fn start(config: MinerConfig) -> Self {
+        Self::start_with_metagraph(config, Keys::metagraph).await
+    }
+
+    /// Starts a miner whose metagraph is `metagraph(&keys)` instead of the default one.
+    pub async fn start_with_metagraph(
+        config: MinerConfig,
+        metagraph: impl FnOnce(&Keys) -> Metagraph,
+    ) -> Self {
         let keys = Keys::new();
         let dir = tempfile::tempdir().unwrap();
         let metagraph_path = dir.path().join("metagraph.toml");
-        keys.metagraph().save(&metagraph_path).unwrap();
+        metagraph(&keys).save(&metagraph_path).unwrap();
         let config = MinerConfig {
             metagraph: metagraph_path.clone(),
             ..config
         };
-        let clock = OffsetClock::new();
+        Self::launch(keys, dir, config, OffsetClock::new()).await
+    }
+
+    /// Stops this miner and starts a new one with the same key, metagraph, configuration
+    /// and clock: what a validator sees when a miner process restarts.
+    pub async fn restart(mut self) -> Self {
+        let _ = self.stop.take().unwrap().send(());
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("miner did not stop within 10 s")
+            .unwrap()
+            .unwrap();
+        let keys = std::mem::replace(&mut self.keys, Keys::new());
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        Self::launch(keys, dir, self.config.clone(), self.clock.clone()).await
+    }
+
+    async fn launch(
+        keys: Keys,
+        dir: tempfile::TempDir,
+        config: MinerConfig,
+        clock: Arc<OffsetClock>,
+    ) -> Self {
+        let metagraph_path = config.metagraph.clone();
         let miner = Miner::with_clock(
             config.clone(),
             keys.miner.clone(),

@@ -57,6 +57,9 @@ pub struct Args {
     /// Largest request body, bytes.
     #[arg(long, env = "POLYLITH_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Longest time to receive a request body after its headers verified, milliseconds.
+    #[arg(long, env = "POLYLITH_BODY_READ_TIMEOUT_MS")]
+    pub body_read_timeout_ms: Option<u64>,
     /// Task requests computed at once.
     #[arg(long, env = "POLYLITH_MAX_CONCURRENT")]
     pub max_concurrent: Option<usize>,
@@ -127,6 +130,7 @@ impl Args {
             timestamp_window_ms,
             nonce_cache_capacity,
             max_body_bytes,
+            body_read_timeout_ms,
             max_concurrent,
             max_queue,
             queue_timeout_ms,
