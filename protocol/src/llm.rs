@@ -238,34 +238,167 @@ pub struct SseEvent {
     pub start: usize,
 }
 
-/// Splits a complete `text/event-stream` body into events (blank-line separated; `\r\n`
-/// accepted; comment lines and unknown fields ignored). A trailing event without its blank
-/// line is returned too, so a truncated stream is visible to the caller.
-pub fn parse_sse(body: &str) -> Vec<SseEvent> {
-    let mut events = Vec::new();
-    let mut current: Option<SseEvent> = None;
-    let mut offset = 0usize;
-    for raw in body.split_inclusive('\n') {
-        let line_start = offset;
-        offset = offset.saturating_add(raw.len());
-        let line = raw.trim_end_matches('\n').trim_end_matches('\r');
-        if line.is_empty() {
-            if let Some(ev) = current.take() {
-                events.push(ev);
-            }
-            continue;
+/// Largest single event a validator accepts (a token chunk with 20 alternatives is about
+/// 1.5 KiB; the receipt about 0.6 KiB), bytes including its field names and line ends.
+pub const MAX_SSE_EVENT_BYTES: usize = 64 << 10;
+
+/// Why an incremental SSE parse stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SseError {
+    /// One event (or one line) grew past the event limit before its blank line.
+    #[error("an event exceeds {limit} bytes")]
+    EventTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The stream grew past the total limit.
+    #[error("the stream exceeds {limit} bytes")]
+    StreamTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A line is not UTF-8.
+    #[error("line at byte {offset} is not UTF-8")]
+    NotUtf8 {
+        /// Byte offset of the line in the stream.
+        offset: usize,
+    },
+}
+
+/// An incremental `text/event-stream` parser: feed it chunks as they arrive and it returns
+/// the events they complete. Every byte is examined once (no rescans of earlier chunks), and
+/// both one event and the whole stream are bounded, so a hostile sender can neither make the
+/// reader quadratic nor grow its memory without limit.
+#[derive(Debug)]
+pub struct SseParser {
+    max_event: usize,
+    max_total: usize,
+    /// Bytes fed so far (the offset of the next byte).
+    total: usize,
+    /// The unfinished line (no `\n` yet).
+    line: Vec<u8>,
+    /// Where `line` starts in the stream.
+    line_start: usize,
+    /// The event under construction.
+    current: Option<SseEvent>,
+    /// Bytes of the event under construction so far (its lines, including skipped ones).
+    current_bytes: usize,
+    /// Bytes examined while looking for line ends (a work counter for tests and metrics).
+    scanned: usize,
+}
+
+impl SseParser {
+    /// A parser refusing events over `max_event` bytes and streams over `max_total` bytes.
+    pub fn new(max_event: usize, max_total: usize) -> Self {
+        Self {
+            max_event,
+            max_total,
+            total: 0,
+            line: Vec::new(),
+            line_start: 0,
+            current: None,
+            current_bytes: 0,
+            scanned: 0,
         }
+    }
+
+    /// Bytes fed so far.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Bytes examined so far while searching for line ends: equal to [`Self::total`] for a
+    /// linear parser, whatever the chunking.
+    pub fn scanned(&self) -> usize {
+        self.scanned
+    }
+
+    /// Parses `chunk`, appending the events it completes to `out`. After an error the parser
+    /// must not be fed again.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+        if self.total.saturating_add(chunk.len()) > self.max_total {
+            return Err(SseError::StreamTooLarge {
+                limit: self.max_total,
+            });
+        }
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            let nl = rest.iter().position(|b| *b == b'\n');
+            self.scanned = self
+                .scanned
+                .saturating_add(nl.map_or(rest.len(), |i| i + 1));
+            let (piece, done) = match nl {
+                Some(i) => rest.split_at(i + 1),
+                None => (rest, &[][..]),
+            };
+            rest = done;
+            if self
+                .current_bytes
+                .saturating_add(self.line.len())
+                .saturating_add(piece.len())
+                > self.max_event
+            {
+                return Err(SseError::EventTooLarge {
+                    limit: self.max_event,
+                });
+            }
+            self.line.extend_from_slice(piece);
+            self.total = self.total.saturating_add(piece.len());
+            if nl.is_some() {
+                let line = std::mem::take(&mut self.line);
+                let start = self.line_start;
+                self.line_start = self.total;
+                self.line_done(&line, start, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the stream: a trailing event without its blank line is returned too, so a
+    /// truncated stream is visible to the caller. Feeding more afterwards starts a new line.
+    pub fn finish(&mut self, out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+        if !self.line.is_empty() {
+            let line = std::mem::take(&mut self.line);
+            let start = self.line_start;
+            self.line_start = self.total;
+            self.line_done(&line, start, out)?;
+        }
+        self.current_bytes = 0;
+        if let Some(ev) = self.current.take() {
+            out.push(ev);
+        }
+        Ok(())
+    }
+
+    fn line_done(
+        &mut self,
+        raw: &[u8],
+        start: usize,
+        out: &mut Vec<SseEvent>,
+    ) -> Result<(), SseError> {
+        let text = std::str::from_utf8(raw).map_err(|_| SseError::NotUtf8 { offset: start })?;
+        let line = text.trim_end_matches('\n').trim_end_matches('\r');
+        if line.is_empty() {
+            self.current_bytes = 0;
+            if let Some(ev) = self.current.take() {
+                out.push(ev);
+            }
+            return Ok(());
+        }
+        // Comment and unknown lines still count toward the event's size, so a stream of
+        // them without a blank line is bounded like any other event.
+        self.current_bytes = self.current_bytes.saturating_add(raw.len());
         if line.starts_with(':') {
-            continue;
+            return Ok(());
         }
         let (field, value) = match line.split_once(':') {
             Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
             None => (line, ""),
         };
-        let ev = current.get_or_insert_with(|| SseEvent {
+        let ev = self.current.get_or_insert_with(|| SseEvent {
             event: None,
             data: String::new(),
-            start: line_start,
+            start,
         });
         match field {
             "event" => ev.event = Some(value.to_string()),
@@ -277,10 +410,20 @@ pub fn parse_sse(body: &str) -> Vec<SseEvent> {
             }
             _ => {}
         }
+        Ok(())
     }
-    if let Some(ev) = current {
-        events.push(ev);
-    }
+}
+
+/// Splits a complete `text/event-stream` body into events (blank-line separated; `\r\n`
+/// accepted; comment lines and unknown fields ignored). A trailing event without its blank
+/// line is returned too, so a truncated stream is visible to the caller. No size limits:
+/// for bodies already bounded by the caller; readers of live streams use [`SseParser`].
+pub fn parse_sse(body: &str) -> Vec<SseEvent> {
+    let mut parser = SseParser::new(usize::MAX, usize::MAX);
+    let mut events = Vec::new();
+    // Without limits and on `&str` input neither step can fail.
+    let _ = parser.feed(body.as_bytes(), &mut events);
+    let _ = parser.finish(&mut events);
     events
 }
 
@@ -307,6 +450,97 @@ mod tests {
         let ev = parse_sse("data: a\n\ndata: b");
         assert_eq!(ev.len(), 2);
         assert_eq!(ev[1].data, "b");
+    }
+
+    fn feed_in_chunks(body: &[u8], size: usize, parser: &mut SseParser) -> Vec<SseEvent> {
+        let mut events = Vec::new();
+        for chunk in body.chunks(size) {
+            parser.feed(chunk, &mut events).unwrap();
+        }
+        parser.finish(&mut events).unwrap();
+        events
+    }
+
+    #[test]
+    fn incremental_parsing_matches_whole_body_parsing_for_any_chunking() {
+        let body = "data: {\"a\":1}\n\n: comment\ndata: x\ndata: y\n\nevent: receipt\r\ndata: r\r\n\r\ndata: é\n\ndata: tail";
+        let whole = parse_sse(body);
+        assert_eq!(whole.len(), 5);
+        for size in [1, 2, 3, 7, 64, body.len()] {
+            let mut p = SseParser::new(MAX_SSE_EVENT_BYTES, 1 << 20);
+            assert_eq!(
+                feed_in_chunks(body.as_bytes(), size, &mut p),
+                whole,
+                "{size}"
+            );
+        }
+    }
+
+    /// The work per byte is flat: every byte is examined once whatever the chunking, so 4 MB
+    /// costs exactly four times 1 MB (a reader that rescans its buffer per chunk does
+    /// quadratic work here).
+    #[test]
+    fn parsing_work_is_linear_in_the_stream_length() {
+        let event = ": keep-alive\ndata: {\"index\":0}\n\n";
+        let work = |bytes: usize| {
+            let body = event.repeat(bytes / event.len());
+            let mut p = SseParser::new(MAX_SSE_EVENT_BYTES, usize::MAX);
+            let events = feed_in_chunks(body.as_bytes(), 100, &mut p);
+            assert_eq!(events.len(), bytes / event.len());
+            assert_eq!(p.total(), body.len());
+            (p.scanned(), body.len())
+        };
+        let (small, small_len) = work(1 << 20);
+        let (large, large_len) = work(4 << 20);
+        assert_eq!(small, small_len, "bytes examined per byte fed");
+        assert_eq!(large, large_len, "bytes examined per byte fed");
+        let ratio = large as f64 / small as f64;
+        assert!((3.9..4.1).contains(&ratio), "4x the bytes cost {ratio}x");
+    }
+
+    #[test]
+    fn an_event_without_its_blank_line_stops_at_the_event_limit() {
+        let mut p = SseParser::new(1024, usize::MAX);
+        let mut events = Vec::new();
+        let mut fed = 0usize;
+        // Comment lines without a blank line: no event ever completes.
+        let err = loop {
+            match p.feed(b": x\n", &mut events) {
+                Ok(()) => fed += 4,
+                Err(e) => break e,
+            }
+            assert!(fed <= 2048, "no error after {fed} bytes");
+        };
+        assert_eq!(err, SseError::EventTooLarge { limit: 1024 });
+        assert!(p.scanned() <= 1024 + 4);
+        // One endless line is refused the same way.
+        let mut p = SseParser::new(1024, usize::MAX);
+        let mut err = None;
+        for _ in 0..100 {
+            if let Err(e) = p.feed(&[b'a'; 100], &mut events) {
+                err = Some(e);
+                break;
+            }
+        }
+        assert_eq!(err, Some(SseError::EventTooLarge { limit: 1024 }));
+        assert!(events.is_empty());
+    }
+
+    #[test]
+    fn the_stream_limit_and_invalid_utf8_are_errors() {
+        let mut p = SseParser::new(1024, 30);
+        let mut events = Vec::new();
+        p.feed(b"data: a\n\ndata: b\n\n", &mut events).unwrap();
+        assert_eq!(
+            p.feed(b"data: c\n\ndata: d\n\n", &mut events),
+            Err(SseError::StreamTooLarge { limit: 30 })
+        );
+        assert_eq!(events.len(), 2);
+        let mut p = SseParser::new(1024, 1024);
+        assert_eq!(
+            p.feed(b"data: a\n\ndata: \xff\n\n", &mut events),
+            Err(SseError::NotUtf8 { offset: 9 })
+        );
     }
 
     #[test]
