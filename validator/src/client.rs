@@ -1,11 +1,25 @@
 //! Signed HTTP exchanges with miners and unsigned reads from peers, with bounded bodies.
+//!
+//! Every answer comes from a party that may be hostile, so: redirects are never followed (a
+//! signed request goes only to the endpoint the metagraph lists), bodies and streams are
+//! bounded, streams are parsed incrementally in linear time, and text from a response reaches
+//! a [`Failure`] only as a short, sanitised error code.
 
-use crate::task::{Failure, FailureReason};
+use crate::task::{Failure, FailureReason, MAX_MESSAGE_BYTES, bounded_text};
 use polylith_protocol::Hash32;
 use polylith_protocol::keys::{Hotkey, PublicKey};
-use polylith_protocol::llm::{RECEIPT_EVENT, SseEvent, parse_sse};
+use polylith_protocol::llm::{
+    MAX_SSE_EVENT_BYTES, RECEIPT_EVENT, SseError, SseEvent, SseParser, StreamChunk,
+};
 use polylith_protocol::signing::{H_RECEIPT, Receipt, RequestEnvelope};
+use polylith_protocol::weights::WorkProof;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Most bytes of a non-2xx body read to find its error code; the rest is never read.
+const MAX_ERROR_BODY_BYTES: usize = 4 << 10;
+
+/// Most bytes of a miner's error code that is kept (codes are short snake_case words).
+const MAX_ERROR_CODE_BYTES: usize = 64;
 
 /// Unix time in milliseconds (0 if the clock is before 1970).
 pub fn now_ms() -> u64 {
@@ -33,9 +47,10 @@ pub struct StreamExchange {
     pub events: Vec<SseEvent>,
     /// The verified receipt.
     pub receipt: Receipt,
-    /// From handing the request to the client until the first complete event arrived.
-    pub first_event: Duration,
-    /// From handing the request to the client until the stream ended.
+    /// From handing the request to the client until the first event that parses as a token
+    /// chunk arrived (comments, blank lines and other events do not count).
+    pub first_token: Duration,
+    /// From handing the request to the client until the receipt event arrived.
     pub elapsed: Duration,
 }
 
@@ -44,12 +59,30 @@ pub struct SignedClient {
     http: reqwest::Client,
     key: Hotkey,
     max_body: usize,
+    /// Requests whose receipt verified, since the last [`SignedClient::take_proofs`]: the
+    /// validator publishes them with its weights as proof that it did the work.
+    proofs: parking_lot::Mutex<Vec<WorkProof>>,
 }
 
-/// The `error` field of a miner's JSON error body, if any.
-fn error_reason(body: &[u8]) -> Option<String> {
+/// Most work proofs held between two [`SignedClient::take_proofs`] calls (the round loop
+/// drains them every round; the bound only matters when nothing does).
+const MAX_PROOFS: usize = 1 << 16;
+
+/// The `error` code of a miner's JSON error body, if it is a short code; anything else the
+/// body says is not repeated (it would reach the logs and the state API).
+pub fn error_code(body: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    v.get("error")?.as_str().map(str::to_string)
+    let code = v.get("error")?.as_str()?;
+    let plain = !code.is_empty()
+        && code.len() <= MAX_ERROR_CODE_BYTES
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    Some(if plain {
+        code.to_string()
+    } else {
+        "unrecognised error code".to_string()
+    })
 }
 
 fn transport_failure(e: &reqwest::Error, what: &str) -> Failure {
@@ -61,17 +94,72 @@ fn transport_failure(e: &reqwest::Error, what: &str) -> Failure {
     Failure::new(reason, format!("{what}: {e}"))
 }
 
+fn redirect_failure(status: reqwest::StatusCode, what: &str) -> Failure {
+    Failure::new(
+        FailureReason::Redirect,
+        format!("{what}: HTTP {} redirect refused", status.as_u16()),
+    )
+}
+
+fn sse_failure(e: &SseError, path: &str) -> Failure {
+    let reason = match e {
+        SseError::EventTooLarge { .. } | SseError::StreamTooLarge { .. } => {
+            FailureReason::ResponseTooLarge
+        }
+        SseError::NotUtf8 { .. } => FailureReason::Malformed,
+    };
+    Failure::new(reason, format!("POST {path}: {e}"))
+}
+
+/// `base + path` when `base` is a plain `http(s)://host[:port][/prefix]` URL: no credentials,
+/// query or fragment that would change where or what the request goes to.
+pub fn endpoint_url(base: &str, path: &str) -> Result<reqwest::Url, Failure> {
+    let bad = |why: &str| {
+        Failure::new(
+            FailureReason::Unreachable,
+            format!(
+                "endpoint {:?} {why}",
+                bounded_text(base, MAX_MESSAGE_BYTES / 2)
+            ),
+        )
+    };
+    let parsed = reqwest::Url::parse(base).map_err(|_| bad("is not a URL"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad("is not http(s)"));
+    }
+    if parsed.host().is_none() {
+        return Err(bad("has no host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(bad("carries credentials"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(bad("carries a query or fragment"));
+    }
+    reqwest::Url::parse(&format!("{}{}", base.trim_end_matches('/'), path))
+        .map_err(|_| bad("does not join with the path"))
+}
+
+/// Whether an event is a token chunk (what ends the time to first token).
+fn is_token(ev: &SseEvent) -> bool {
+    ev.event.is_none() && serde_json::from_str::<StreamChunk>(&ev.data).is_ok()
+}
+
 impl SignedClient {
-    /// A client signing with `key`, refusing bodies over `max_body` bytes.
+    /// A client signing with `key`, refusing bodies over `max_body` bytes. It never follows
+    /// a redirect: a miner answering 3xx would otherwise make the validator re-send its
+    /// signed request to any address (SSRF).
     pub fn new(key: Hotkey, max_body: usize) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(4)
             .build()?;
         Ok(Self {
             http,
             key,
             max_body,
+            proofs: parking_lot::Mutex::new(Vec::new()),
         })
     }
 
@@ -80,18 +168,20 @@ impl SignedClient {
         self.key.public()
     }
 
-    /// Reads the body, refusing more than the limit (checked against Content-Length first).
-    async fn read_body(&self, mut resp: reqwest::Response) -> Result<Vec<u8>, Failure> {
+    /// Reads the body, refusing more than `limit` bytes (checked against Content-Length
+    /// first, then as it arrives).
+    async fn read_body(
+        &self,
+        mut resp: reqwest::Response,
+        limit: usize,
+    ) -> Result<Vec<u8>, Failure> {
         let too_large = || {
             Failure::new(
                 FailureReason::ResponseTooLarge,
-                format!("response exceeds {} bytes", self.max_body),
+                format!("response exceeds {limit} bytes"),
             )
         };
-        if resp
-            .content_length()
-            .is_some_and(|l| l > self.max_body as u64)
-        {
+        if resp.content_length().is_some_and(|l| l > limit as u64) {
             return Err(too_large());
         }
         let mut body = Vec::new();
@@ -100,7 +190,7 @@ impl SignedClient {
             .await
             .map_err(|e| transport_failure(&e, "reading the response"))?
         {
-            if body.len().saturating_add(chunk.len()) > self.max_body {
+            if body.len().saturating_add(chunk.len()) > limit {
                 return Err(too_large());
             }
             body.extend_from_slice(&chunk);
@@ -108,27 +198,89 @@ impl SignedClient {
         Ok(body)
     }
 
+    /// The failure for a non-2xx answer: its status and the body's error code, if short.
+    async fn status_failure(&self, resp: reqwest::Response, path: &str) -> Failure {
+        let status = resp.status();
+        // Only the error code is wanted: a short read; a longer body is not worth reading.
+        let code = match self.read_body(resp, MAX_ERROR_BODY_BYTES).await {
+            Ok(body) => error_code(&body),
+            Err(_) => None,
+        };
+        let kind = if code.as_deref() == Some("unknown_commitment") {
+            FailureReason::UnknownCommitment
+        } else {
+            FailureReason::HttpStatus
+        };
+        Failure::new(
+            kind,
+            format!(
+                "POST {path}: HTTP {} ({})",
+                status.as_u16(),
+                code.as_deref().unwrap_or("no error code")
+            ),
+        )
+    }
+
     /// A JSON POST of `body` to `base + path` carrying the envelope signed for `receiver`;
-    /// returns it with the request hash the receipt must name, and the URL.
+    /// returns it with the request hash the receipt must name.
     fn signed_post(
         &self,
         base: &str,
         receiver: &PublicKey,
         path: &str,
         body: Vec<u8>,
-    ) -> (reqwest::RequestBuilder, Hash32, String) {
+    ) -> Result<(reqwest::RequestBuilder, Hash32, RequestEnvelope), Failure> {
+        let url = endpoint_url(base, path)?;
         let envelope = RequestEnvelope::sign(&self.key, receiver, "POST", path, &body, now_ms());
         let request_hash: Hash32 = envelope.request_hash("POST", path);
-        let url = format!("{}{}", base.trim_end_matches('/'), path);
         let mut req = self
             .http
-            .post(&url)
+            .post(url)
             .header("content-type", "application/json")
             .body(body);
         for (name, value) in envelope.to_headers() {
             req = req.header(name, value);
         }
-        (req, request_hash, url)
+        Ok((req, request_hash, envelope))
+    }
+
+    /// Keeps a verified exchange as a work proof.
+    fn record_proof(&self, envelope: RequestEnvelope, path: &str, receipt: &Receipt) {
+        let mut proofs = self.proofs.lock();
+        if proofs.len() < MAX_PROOFS {
+            proofs.push(WorkProof {
+                method: "POST".to_string(),
+                path: path.to_string(),
+                envelope,
+                receipt: receipt.clone(),
+            });
+        }
+    }
+
+    /// The work proofs recorded since the last call: every signed request whose receipt
+    /// verified (whatever the task then found in the answer).
+    pub fn take_proofs(&self) -> Vec<WorkProof> {
+        std::mem::take(&mut *self.proofs.lock())
+    }
+
+    /// Sends a signed request; a redirect or another non-2xx status is a failure.
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        path: &str,
+    ) -> Result<reqwest::Response, Failure> {
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| transport_failure(&e, &format!("POST {path}")))?;
+        let status = resp.status();
+        if status.is_redirection() {
+            return Err(redirect_failure(status, &format!("POST {path}")));
+        }
+        if !status.is_success() {
+            return Err(self.status_failure(resp, path).await);
+        }
+        Ok(resp)
     }
 
     /// POSTs `body` to `base + path` signed for `receiver`, checks the status and the
@@ -140,35 +292,15 @@ impl SignedClient {
         path: &str,
         body: Vec<u8>,
     ) -> Result<Exchange, Failure> {
-        let (req, request_hash, url) = self.signed_post(base, receiver, path, body);
+        let (req, request_hash, envelope) = self.signed_post(base, receiver, path, body)?;
         let started = Instant::now();
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| transport_failure(&e, &format!("POST {url}")))?;
-        let status = resp.status();
+        let resp = self.send(req, path).await?;
         let receipt_header = resp
             .headers()
             .get(H_RECEIPT)
             .map(|v| v.to_str().map(str::to_string));
-        let body = self.read_body(resp).await?;
+        let body = self.read_body(resp, self.max_body).await?;
         let elapsed = started.elapsed();
-        if !status.is_success() {
-            let reason = error_reason(&body);
-            let kind = if reason.as_deref() == Some("unknown_commitment") {
-                FailureReason::UnknownCommitment
-            } else {
-                FailureReason::HttpStatus
-            };
-            return Err(Failure::new(
-                kind,
-                format!(
-                    "POST {path}: HTTP {} ({})",
-                    status.as_u16(),
-                    reason.unwrap_or_else(|| "no reason given".to_string())
-                ),
-            ));
-        }
         let receipt_text = match receipt_header {
             None => {
                 return Err(Failure::new(
@@ -198,6 +330,7 @@ impl SignedClient {
                     format!("POST {path}: receipt rejected: {e}"),
                 )
             })?;
+        self.record_proof(envelope, path, &receipt);
         Ok(Exchange {
             body,
             receipt,
@@ -205,9 +338,11 @@ impl SignedClient {
         })
     }
 
-    /// POSTs a streaming request (`text/event-stream` response) like [`Self::post_signed`],
-    /// recording when the first complete event arrived. The receipt is the stream's
-    /// `event: receipt` and covers every byte before it; the body is returned up to that event.
+    /// POSTs a streaming request (`text/event-stream` response) like [`Self::post_signed`].
+    /// The stream is parsed as it arrives (linear time, each event at most
+    /// [`MAX_SSE_EVENT_BYTES`], the whole stream at most the body limit) and read only up to
+    /// its `event: receipt`, which covers every byte before it; time to first token ends at
+    /// the first event that parses as a token chunk.
     pub async fn post_signed_stream(
         &self,
         base: &str,
@@ -215,69 +350,68 @@ impl SignedClient {
         path: &str,
         body: Vec<u8>,
     ) -> Result<StreamExchange, Failure> {
-        let (req, request_hash, url) = self.signed_post(base, receiver, path, body);
+        let (req, request_hash, envelope) = self.signed_post(base, receiver, path, body)?;
         let req = req.header("accept", "text/event-stream");
         let started = Instant::now();
-        let mut resp = req
-            .send()
-            .await
-            .map_err(|e| transport_failure(&e, &format!("POST {url}")))?;
-        let status = resp.status();
-        if !status.is_success() {
-            let body = self.read_body(resp).await?;
-            let reason = error_reason(&body);
+        let mut resp = self.send(req, path).await?;
+        let mut parser = SseParser::new(MAX_SSE_EVENT_BYTES, self.max_body);
+        let mut all = Vec::new();
+        let mut events = Vec::new();
+        let mut first_token = None;
+        // The index of the event that ends the exchange (the receipt or an error).
+        let mut last = None;
+        let mut ended = false;
+        while last.is_none() && !ended {
+            let seen = events.len();
+            match resp
+                .chunk()
+                .await
+                .map_err(|e| transport_failure(&e, "reading the stream"))?
+            {
+                Some(chunk) => {
+                    parser
+                        .feed(&chunk, &mut events)
+                        .map_err(|e| sse_failure(&e, path))?;
+                    all.extend_from_slice(&chunk);
+                }
+                None => {
+                    parser
+                        .finish(&mut events)
+                        .map_err(|e| sse_failure(&e, path))?;
+                    ended = true;
+                }
+            }
+            for (i, ev) in events.iter().enumerate().skip(seen) {
+                if first_token.is_none() && is_token(ev) {
+                    first_token = Some(started.elapsed());
+                }
+                if matches!(ev.event.as_deref(), Some(RECEIPT_EVENT | "error")) {
+                    last = Some(i);
+                    break;
+                }
+            }
+        }
+        // Whatever the miner sends after its receipt is not read: it can no longer stretch
+        // the exchange.
+        drop(resp);
+        let elapsed = started.elapsed();
+        let Some(receipt_event) = last.and_then(|i| events.get(i)) else {
+            return Err(Failure::new(
+                FailureReason::BadReceipt,
+                format!("POST {path}: the stream has no receipt event"),
+            ));
+        };
+        if receipt_event.event.as_deref() == Some("error") {
+            let code = error_code(receipt_event.data.as_bytes());
             return Err(Failure::new(
                 FailureReason::HttpStatus,
                 format!(
-                    "POST {path}: HTTP {} ({})",
-                    status.as_u16(),
-                    reason.unwrap_or_else(|| "no reason given".to_string())
+                    "POST {path}: the stream ended with an error ({})",
+                    code.as_deref().unwrap_or("no error code")
                 ),
             ));
         }
-        let mut all = Vec::new();
-        let mut first_event = None;
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| transport_failure(&e, "reading the stream"))?
-        {
-            if all.len().saturating_add(chunk.len()) > self.max_body {
-                return Err(Failure::new(
-                    FailureReason::ResponseTooLarge,
-                    format!("stream exceeds {} bytes", self.max_body),
-                ));
-            }
-            all.extend_from_slice(&chunk);
-            if first_event.is_none() && all.windows(2).any(|w| w == b"\n\n") {
-                first_event = Some(started.elapsed());
-            }
-        }
-        let elapsed = started.elapsed();
-        let text = String::from_utf8(all).map_err(|_| {
-            Failure::new(FailureReason::Malformed, "stream is not UTF-8".to_string())
-        })?;
-        let events = parse_sse(&text);
-        let Some(receipt_event) = events
-            .iter()
-            .find(|e| e.event.as_deref() == Some(RECEIPT_EVENT))
-        else {
-            let err = events
-                .iter()
-                .find(|e| e.event.as_deref() == Some("error"))
-                .map(|e| e.data.clone());
-            return Err(match err {
-                Some(e) => Failure::new(
-                    FailureReason::HttpStatus,
-                    format!("POST {path}: the stream ended with an error: {e}"),
-                ),
-                None => Failure::new(
-                    FailureReason::BadReceipt,
-                    format!("POST {path}: the stream has no receipt event"),
-                ),
-            });
-        };
-        let covered = text.get(..receipt_event.start).unwrap_or_default();
+        let covered = all.get(..receipt_event.start).unwrap_or_default();
         let receipt: Receipt = serde_json::from_str(&receipt_event.data).map_err(|e| {
             Failure::new(
                 FailureReason::BadReceipt,
@@ -285,40 +419,95 @@ impl SignedClient {
             )
         })?;
         receipt
-            .verify(receiver, &request_hash, covered.as_bytes())
+            .verify(receiver, &request_hash, covered)
             .map_err(|e| {
                 Failure::new(
                     FailureReason::BadReceipt,
                     format!("POST {path}: receipt rejected: {e}"),
                 )
             })?;
+        let start = receipt_event.start;
+        events.retain(|e| e.start < start);
+        self.record_proof(envelope, path, &receipt);
         Ok(StreamExchange {
-            events: parse_sse(covered),
+            events,
             receipt,
-            first_event: first_event.unwrap_or(elapsed),
+            first_token: first_token.unwrap_or(elapsed),
             elapsed,
         })
     }
 
-    /// GETs `base + path` with a timeout and a bounded body; `Err` carries a message.
+    /// GETs `base + path` with a timeout and a bounded body, never following a redirect;
+    /// `Err` carries a short message with nothing of the response in it.
     pub async fn get(&self, base: &str, path: &str, timeout: Duration) -> Result<Vec<u8>, String> {
-        let url = format!("{}{}", base.trim_end_matches('/'), path);
+        let url = endpoint_url(base, path).map_err(|f| f.message)?;
+        let what = bounded_text(&format!("GET {url}"), MAX_MESSAGE_BYTES / 2);
         let fut = async {
             let resp = self
                 .http
-                .get(&url)
+                .get(url.clone())
                 .send()
                 .await
-                .map_err(|e| format!("GET {url}: {e}"))?;
+                .map_err(|e| transport_failure(&e, &what).message)?;
             let status = resp.status();
-            let body = self.read_body(resp).await.map_err(|f| f.message)?;
-            if !status.is_success() {
-                return Err(format!("GET {url}: HTTP {}", status.as_u16()));
+            if status.is_redirection() {
+                return Err(redirect_failure(status, &what).message);
             }
-            Ok(body)
+            if !status.is_success() {
+                return Err(format!("{what}: HTTP {}", status.as_u16()));
+            }
+            self.read_body(resp, self.max_body)
+                .await
+                .map_err(|f| f.message)
         };
         tokio::time::timeout(timeout, fut)
             .await
-            .map_err(|_| format!("GET {url}: no answer within {} ms", timeout.as_millis()))?
+            .map_err(|_| format!("{what}: no answer within {} ms", timeout.as_millis()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_must_be_plain_http_urls() {
+        assert_eq!(
+            endpoint_url("http://127.0.0.1:8091/", "/v1/gemm/commit")
+                .unwrap()
+                .as_str(),
+            "http://127.0.0.1:8091/v1/gemm/commit"
+        );
+        assert!(endpoint_url("https://miner.example:443/api", "/v1/x").is_ok());
+        for bad in [
+            "",
+            "not a url",
+            "file:///etc/passwd",
+            "ftp://127.0.0.1/",
+            "http://user:pw@127.0.0.1:1",
+            "http://127.0.0.1:1/?to=",
+            "http://127.0.0.1:1/#",
+        ] {
+            let f = endpoint_url(bad, "/v1/gemm/commit").unwrap_err();
+            assert_eq!(f.reason, FailureReason::Unreachable, "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_short_plain_error_codes_are_repeated() {
+        assert_eq!(
+            error_code(br#"{"error":"unknown_commitment","message":"gone"}"#).as_deref(),
+            Some("unknown_commitment")
+        );
+        let long = format!(r#"{{"error":"{}"}}"#, "a".repeat(1000));
+        assert_eq!(
+            error_code(long.as_bytes()).as_deref(),
+            Some("unrecognised error code")
+        );
+        assert_eq!(
+            error_code(br#"{"error":"bad\u001b[2J"}"#).as_deref(),
+            Some("unrecognised error code")
+        );
+        assert_eq!(error_code(b"not json"), None);
     }
 }

@@ -79,7 +79,9 @@ impl MinerStats {
                     .entry(f.reason.as_str().to_string())
                     .or_default();
                 *c = c.saturating_add(1);
-                self.last_failure = Some(f.clone());
+                // Bounded again here: this copy outlives the round and is served by the
+                // state API, whatever path built the failure.
+                self.last_failure = Some(f.clone().bounded());
             }
         }
     }

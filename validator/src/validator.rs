@@ -289,36 +289,52 @@ impl Validator {
         self.round_inner(round).instrument(span).await
     }
 
+    /// Queries every miner with every task under one deadline for the whole round: miners
+    /// in parallel, each miner's tasks one after another (so its own GEMM and LLM work do not
+    /// compete for its hardware while being timed). A hung miner therefore costs the round
+    /// one query timeout, not one per task.
     async fn query_all(&self, targets: &[MinerTarget]) -> (Vec<QueryOutcome>, Vec<f64>) {
         let inner = &self.inner;
-        let deadline = Duration::from_millis(inner.config.query_timeout_ms);
+        let timeout = Duration::from_millis(inner.config.query_timeout_ms);
+        let deadline = tokio::time::Instant::now() + timeout;
         let ctx = QueryContext {
             client: &inner.client,
             deadline,
         };
+        let ctx = &ctx;
+        let per_miner = targets.iter().map(|m| async move {
+            let mut outs = Vec::with_capacity(inner.tasks.len());
+            for (_, task) in &inner.tasks {
+                let kind = task.kind();
+                let span = tracing::info_span!("query", miner = %m.ss58, uid = m.uid, task = %kind);
+                let outcome = tokio::time::timeout_at(deadline, task.query(ctx, m))
+                    .instrument(span)
+                    .await
+                    .unwrap_or_else(|_| {
+                        let mut o = new_outcome(kind, m);
+                        o.fail(Failure::new(
+                            FailureReason::Timeout,
+                            format!(
+                                "no verified answer within the round's {} ms",
+                                timeout.as_millis()
+                            ),
+                        ));
+                        o
+                    });
+                outs.push(outcome);
+            }
+            outs
+        });
+        let mut by_task: Vec<Vec<QueryOutcome>> = vec![Vec::new(); inner.tasks.len()];
+        for outs in futures::future::join_all(per_miner).await {
+            for (column, o) in by_task.iter_mut().zip(outs) {
+                column.push(o);
+            }
+        }
         let mut parts: Vec<(f64, Vec<f64>)> = Vec::new();
         let mut all = Vec::new();
-        for (weight, task) in &inner.tasks {
+        for ((weight, task), mut outcomes) in inner.tasks.iter().zip(by_task) {
             let kind = task.kind();
-            let ctx = &ctx;
-            let futures = targets.iter().map(|m| {
-                let span = tracing::info_span!("query", miner = %m.ss58, uid = m.uid, task = %kind);
-                async move {
-                    match tokio::time::timeout(deadline, task.query(ctx, m)).await {
-                        Ok(o) => o,
-                        Err(_) => {
-                            let mut o = new_outcome(kind, m);
-                            o.fail(Failure::new(
-                                FailureReason::Timeout,
-                                format!("no verified answer within {} ms", deadline.as_millis()),
-                            ));
-                            o
-                        }
-                    }
-                }
-                .instrument(span)
-            });
-            let mut outcomes = futures::future::join_all(futures).await;
             task.cross_check(&mut outcomes);
             let scores = task.score(&outcomes);
             for (o, s) in outcomes.iter_mut().zip(scores) {

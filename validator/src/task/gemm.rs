@@ -14,11 +14,29 @@ use polylith_protocol::gemm::{
 use polylith_protocol::task::TaskKind;
 use rand::Rng;
 use std::collections::HashMap;
+use std::time::Duration;
 
 /// Path of the commitment endpoint.
 pub const COMMIT_PATH: &str = "/v1/gemm/commit";
 /// Path of the opening endpoint.
 pub const OPEN_PATH: &str = "/v1/gemm/open";
+
+/// Time an opening may take beyond the commitment's own time. Opening only reads stored
+/// rows and paths, so an honest miner answers well within it; a miner that commits at once
+/// and then holds the opening would otherwise stretch every round to the full deadline.
+pub const OPEN_GRACE: Duration = Duration::from_secs(1);
+
+/// The first few indices of a miner-supplied list and its length, so a failure message stays
+/// short whatever the miner sent.
+fn preview(rows: &[u32]) -> String {
+    const SHOWN: usize = 8;
+    let head: Vec<u32> = rows.iter().take(SHOWN).copied().collect();
+    if rows.len() > SHOWN {
+        format!("{head:?}… ({} rows)", rows.len())
+    } else {
+        format!("{head:?}")
+    }
+}
 
 /// GEMM task settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,10 +124,23 @@ impl GemmTask {
             rows: rows.clone(),
         })
         .map_err(|e| Failure::new(FailureReason::Internal, e.to_string()))?;
-        let open = ctx
-            .client
-            .post_signed(&miner.endpoint, &miner.hotkey, OPEN_PATH, body)
-            .await?;
+        let open_timeout = OPEN_GRACE.saturating_add(commit.elapsed);
+        let open = tokio::time::timeout(
+            open_timeout,
+            ctx.client
+                .post_signed(&miner.endpoint, &miner.hotkey, OPEN_PATH, body),
+        )
+        .await
+        .map_err(|_| {
+            Failure::new(
+                FailureReason::Timeout,
+                format!(
+                    "no opening within {} ms (the commitment took {} ms)",
+                    open_timeout.as_millis(),
+                    commit.elapsed.as_millis()
+                ),
+            )
+        })??;
         let opening: OpenResponse = serde_json::from_slice(&open.body).map_err(|e| {
             Failure::new(
                 FailureReason::Malformed,
@@ -120,7 +151,11 @@ impl GemmTask {
         if answered != rows {
             return Err(Failure::new(
                 FailureReason::WrongRows,
-                format!("asked for rows {rows:?}, got {answered:?}"),
+                format!(
+                    "asked for rows {}, got {}",
+                    preview(&rows),
+                    preview(&answered)
+                ),
             ));
         }
         // Recomputing rows is CPU work; keep it off the async workers.

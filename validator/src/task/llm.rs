@@ -243,7 +243,7 @@ impl LlmTask {
                 ),
             )
         })?;
-        let ttft = exchange.first_event.as_secs_f64();
+        let ttft = exchange.first_token.as_secs_f64();
         let total = exchange.elapsed.as_secs_f64();
         out.latency_s = Some(ttft);
 
@@ -413,7 +413,7 @@ mod tests {
                 tokens: 0,
                 signature: String::new(),
             },
-            first_event: Duration::ZERO,
+            first_token: Duration::ZERO,
             elapsed: Duration::ZERO,
         }
     }

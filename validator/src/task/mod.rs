@@ -12,7 +12,6 @@ use futures::future::BoxFuture;
 use polylith_protocol::keys::PublicKey;
 use polylith_protocol::task::TaskKind;
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
 
 /// Why a query scored 0. A fixed set, so it is a bounded metrics label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -24,6 +23,8 @@ pub enum FailureReason {
     Unreachable,
     /// The miner answered with a non-success HTTP status.
     HttpStatus,
+    /// The miner answered with a redirect (3xx); outbound calls never follow one.
+    Redirect,
     /// The opening referred to a commitment the miner does not hold.
     UnknownCommitment,
     /// The response was larger than the configured limit.
@@ -85,10 +86,11 @@ impl FailureReason {
     }
 
     /// Every reason, for pre-creating metric labels and exhaustive tests.
-    pub const ALL: [FailureReason; 21] = [
+    pub const ALL: [FailureReason; 22] = [
         FailureReason::Timeout,
         FailureReason::Unreachable,
         FailureReason::HttpStatus,
+        FailureReason::Redirect,
         FailureReason::UnknownCommitment,
         FailureReason::ResponseTooLarge,
         FailureReason::Malformed,
@@ -115,6 +117,7 @@ impl FailureReason {
             FailureReason::Timeout => "timeout",
             FailureReason::Unreachable => "unreachable",
             FailureReason::HttpStatus => "http_status",
+            FailureReason::Redirect => "redirect",
             FailureReason::UnknownCommitment => "unknown_commitment",
             FailureReason::ResponseTooLarge => "response_too_large",
             FailureReason::Malformed => "malformed",
@@ -140,9 +143,10 @@ impl FailureReason {
     pub fn outcome(self) -> &'static str {
         match self {
             FailureReason::Timeout => "timeout",
-            FailureReason::Unreachable | FailureReason::HttpStatus | FailureReason::Internal => {
-                "error"
-            }
+            FailureReason::Unreachable
+            | FailureReason::HttpStatus
+            | FailureReason::Redirect
+            | FailureReason::Internal => "error",
             _ => "failed",
         }
     }
@@ -154,22 +158,71 @@ impl std::fmt::Display for FailureReason {
     }
 }
 
+/// Most bytes of a failure message (and of any other miner- or peer-supplied text) that is
+/// stored, logged or served.
+pub const MAX_MESSAGE_BYTES: usize = 256;
+
+/// `text` made safe to store, log and serve: control characters (newlines, terminal
+/// escapes) become spaces and the result is cut to at most `max` bytes on a character
+/// boundary, ending in `…` when cut. Reads only as much of `text` as it keeps, so a huge input
+/// costs no more than a small one.
+pub fn bounded_text(text: &str, max: usize) -> String {
+    const MORE: char = '…';
+    let mut out = String::with_capacity(text.len().min(max));
+    let mut chars = text.chars();
+    for c in chars.by_ref() {
+        let c = if c.is_control() { ' ' } else { c };
+        if out.len().saturating_add(c.len_utf8()) > max {
+            // Make room for the marker when it fits at all.
+            while !out.is_empty() && out.len().saturating_add(MORE.len_utf8()) > max {
+                out.pop();
+            }
+            if out.len().saturating_add(MORE.len_utf8()) <= max {
+                out.push(MORE);
+            }
+            return out;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Deserializes a message through [`bounded_text`], so a record written before the bound
+/// existed (or edited by hand) cannot bring a huge string back.
+fn bounded_message<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    Ok(bounded_text(&s, MAX_MESSAGE_BYTES))
+}
+
 /// A failed query: the reason and a human-readable explanation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
     /// Why.
     pub reason: FailureReason,
-    /// Details for logs and the state API.
+    /// Details for logs and the state API, at most [`MAX_MESSAGE_BYTES`] without control
+    /// characters when built with [`Failure::new`].
+    #[serde(deserialize_with = "bounded_message")]
     pub message: String,
 }
 
 impl Failure {
-    /// A failure with a reason and message.
+    /// A failure with a reason and a message, bounded with [`bounded_text`]: messages quote
+    /// what miners sent (error fields, parse errors, receipt fields), and every failure is
+    /// stored in the round record, the miner's `last_failure`, the state API and the logs.
     pub fn new(reason: FailureReason, message: impl Into<String>) -> Self {
-        Self {
-            reason,
-            message: message.into(),
-        }
+        let message: String = message.into();
+        let message =
+            if message.len() <= MAX_MESSAGE_BYTES && !message.chars().any(char::is_control) {
+                message
+            } else {
+                bounded_text(&message, MAX_MESSAGE_BYTES)
+            };
+        Self { reason, message }
+    }
+
+    /// The same failure with its message bounded (for failures built field by field).
+    pub fn bounded(self) -> Self {
+        Self::new(self.reason, self.message)
     }
 }
 
@@ -196,8 +249,9 @@ pub struct MinerTarget {
 pub struct QueryContext<'a> {
     /// Signs requests with the validator's hotkey and bounds responses.
     pub client: &'a SignedClient,
-    /// Deadline for the whole query.
-    pub deadline: Duration,
+    /// When the round's queries must be done: one instant shared by every task and miner
+    /// of the round, so a hung miner costs a round one timeout, not one per task.
+    pub deadline: tokio::time::Instant,
 }
 
 /// Result of querying one miner with one task in one round.
@@ -239,7 +293,7 @@ impl QueryOutcome {
 
     /// Marks the query failed (clearing its measurement).
     pub fn fail(&mut self, failure: Failure) {
-        self.failure = Some(failure);
+        self.failure = Some(failure.bounded());
         self.throughput = None;
         self.score = 0.0;
     }
@@ -251,8 +305,9 @@ pub trait Task: Send + Sync {
     fn kind(&self) -> TaskKind;
 
     /// Queries one miner with a fresh challenge and verifies the answer. Never panics on bad
-    /// miner behaviour: every problem becomes a [`Failure`] in the outcome. The caller adds
-    /// the deadline around this future.
+    /// miner behaviour: every problem becomes a [`Failure`] in the outcome. The caller
+    /// cancels this future at [`QueryContext::deadline`]; a task may set shorter deadlines
+    /// for steps that should be quick (the GEMM opening).
     fn query<'a>(
         &'a self,
         ctx: &'a QueryContext<'a>,
@@ -296,5 +351,48 @@ pub fn new_outcome(task: TaskKind, miner: &MinerTarget) -> QueryOutcome {
         tokens_passed: 0,
         fingerprint: None,
         score: 0.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_text_cuts_on_a_char_boundary_and_strips_control_characters() {
+        assert_eq!(bounded_text("short", 256), "short");
+        assert_eq!(bounded_text("a\nb\x1b[31mc", 256), "a b [31mc");
+        let huge = "é".repeat(1 << 20);
+        let cut = bounded_text(&huge, 256);
+        assert!(cut.len() <= 256, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert!(cut.starts_with("éé"));
+        // Exactly at the limit: kept whole.
+        assert_eq!(bounded_text(&"x".repeat(256), 256).len(), 256);
+        assert_eq!(bounded_text("abcdef", 2), "");
+        assert_eq!(bounded_text("abcdef", 4), "a…");
+    }
+
+    #[test]
+    fn failures_are_bounded_when_built_failed_or_loaded() {
+        let f = Failure::new(FailureReason::HttpStatus, "x".repeat(15 << 20));
+        assert!(f.message.len() <= MAX_MESSAGE_BYTES);
+        let raw = Failure {
+            reason: FailureReason::Malformed,
+            message: "y\n".repeat(10_000),
+        };
+        let json = serde_json::to_string(&raw).unwrap();
+        let loaded: Failure = serde_json::from_str(&json).unwrap();
+        assert!(loaded.message.len() <= MAX_MESSAGE_BYTES);
+        assert!(!loaded.message.contains('\n'));
+        let miner = MinerTarget {
+            uid: 1,
+            hotkey: PublicKey([1; 32]),
+            ss58: "m1".into(),
+            endpoint: String::new(),
+        };
+        let mut o = new_outcome(TaskKind::Gemm, &miner);
+        o.fail(raw);
+        assert!(o.failure.unwrap().message.len() <= MAX_MESSAGE_BYTES);
     }
 }
