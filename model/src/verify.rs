@@ -48,7 +48,7 @@ impl Default for Tolerances {
         Tolerances {
             logit: 0.3,
             mass: MASS_DEFAULT,
-            logprob_abs: 0.35,
+            logprob_abs: 0.25,
             logprob_mean: 0.12,
             mean_min_tokens: 8,
         }
