@@ -15,7 +15,7 @@ for target in $(cargo +nightly fuzz list); do
   echo "fuzz smoke: $target ($runs runs)"
   if cargo +nightly fuzz run "${flags[@]}" "$target" "$corpus" "fuzz/seeds/$target" -- \
     -runs="$runs" -max_len=4096 -max_total_time=60 >"$log" 2>&1; then
-    grep -E '^#[0-9]+ +DONE' "$log" || true
+    grep -E '^#[0-9]+[[:space:]]+DONE' "$log" || true
     rm -rf "$corpus" "$log"
   else
     tail -n 60 "$log"
