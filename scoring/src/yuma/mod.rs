@@ -653,6 +653,32 @@ pub fn rewards(
     state: &YumaState,
     params: &EpochParams,
 ) -> Result<Rewards, YumaError> {
+    rewards_inner(stakes, weights, None, state, params)
+}
+
+/// [`rewards`] for commit-reveal weights: `commit_rounds[i]` is the round validator `i`
+/// committed to its (revealed) row in, and the chain's commit-reveal mask (§5.5 step 4) is
+/// applied with it, so a row never weights a uid registered after its commitment. Every uid
+/// counts as registered at round 0 here (the metagraph file carries no registration round),
+/// so the mask removes nothing until registrations are tracked.
+pub fn rewards_revealed(
+    stakes: &[u64],
+    weights: &[Vec<(u16, u16)>],
+    commit_rounds: &[Option<u64>],
+    state: &YumaState,
+    params: &EpochParams,
+) -> Result<Rewards, YumaError> {
+    check_len("commit_rounds", stakes.len(), commit_rounds.len())?;
+    rewards_inner(stakes, weights, Some(commit_rounds), state, params)
+}
+
+fn rewards_inner(
+    stakes: &[u64],
+    weights: &[Vec<(u16, u16)>],
+    commit_rounds: Option<&[Option<u64>]>,
+    state: &YumaState,
+    params: &EpochParams,
+) -> Result<Rewards, YumaError> {
     let n = stakes.len();
     check_len("weights", n, weights.len())?;
     check_len("validator_permit", n, state.validator_permit.len())?;
@@ -677,12 +703,13 @@ pub fn rewards(
         block_at_registration: vec![0; n],
         validator_permit: state.validator_permit.clone(),
         bonds_before: state.bonds.clone(),
-        commit_blocks: None,
+        commit_blocks: commit_rounds.map(<[_]>::to_vec),
         tao_stake: None,
         weights_dense_u16: None,
     };
     let mut params = params.clone();
     params.last_mechanism_step_block = 0;
+    params.commit_reveal_mask = commit_rounds.is_some();
     let output = epoch(&params, &inputs)?;
     let next_state = YumaState {
         validator_permit: output.new_validator_permit.clone(),
