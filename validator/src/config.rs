@@ -30,6 +30,45 @@ impl Default for TaskWeights {
     }
 }
 
+/// How a validator sets its weights. Everything but `honest` exists to demonstrate (in
+/// `polylith local` and the tests) that copying weights does not pay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValidatorBehaviour {
+    /// Queries every miner and publishes its own measurements.
+    #[default]
+    Honest,
+    /// Queries nobody and publishes the median of the peers' latest revealed weights.
+    Copier,
+    /// Queries every miner (so it holds receipts) but publishes the median of the peers'
+    /// latest revealed weights instead of its own measurements.
+    LazyCopier,
+}
+
+impl std::str::FromStr for ValidatorBehaviour {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+            "honest" => Ok(Self::Honest),
+            "copier" => Ok(Self::Copier),
+            "lazy-copier" => Ok(Self::LazyCopier),
+            other => Err(format!(
+                "unknown validator behaviour {other:?} (expected honest, copier or lazy-copier)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for ValidatorBehaviour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Honest => "honest",
+            Self::Copier => "copier",
+            Self::LazyCopier => "lazy-copier",
+        })
+    }
+}
+
 /// Everything a validator needs to run. Every field has a default; a TOML file may set any
 /// subset, and `polylith validator` flags override the file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,7 +104,8 @@ pub struct ValidatorConfig {
     pub query_timeout_ms: u64,
     /// Deadline for fetching one peer's weights, milliseconds.
     pub peer_timeout_ms: u64,
-    /// Peer weight vectors signed longer ago than this are ignored, milliseconds.
+    /// Unused since weights messages are tied to their round (wire format v2); kept so
+    /// existing configuration files still load.
     pub peer_max_age_ms: u64,
     /// Smallest n, k and m of a GEMM task (each drawn independently every query).
     pub gemm_min_dim: u32,
@@ -98,6 +138,17 @@ pub struct ValidatorConfig {
     pub max_response_bytes: usize,
     /// Yuma consensus hyperparameters.
     pub yuma: EpochParams,
+    /// Rounds between committing to a round's weights and revealing them (at least 2).
+    pub reveal_delay_rounds: u64,
+    /// Validators with less stake than this are not fetched at all.
+    pub min_peer_stake: u64,
+    /// Work proofs whose signatures are checked per peer vector (0: all of them).
+    pub proof_sample: usize,
+    /// A work proof counts only if its request was signed at most this long before the
+    /// commitment, milliseconds.
+    pub work_window_ms: u64,
+    /// How this validator sets weights (`honest` in any real deployment).
+    pub behaviour: ValidatorBehaviour,
 }
 
 /// Default rows opened: a miner computing half the rows passes with probability < 1e-4.
@@ -137,6 +188,11 @@ impl Default for ValidatorConfig {
             keep_rounds: 1_000,
             max_response_bytes: 16 << 20,
             yuma: EpochParams::default(),
+            reveal_delay_rounds: 2,
+            min_peer_stake: 1,
+            proof_sample: 64,
+            work_window_ms: 300_000,
+            behaviour: ValidatorBehaviour::Honest,
         }
     }
 }
@@ -175,7 +231,8 @@ impl ValidatorConfig {
 
     /// Limits of the metrics listener: the API's timeouts, a smaller cap.
     pub fn metrics_listener_limits(&self) -> polylith_net::ListenerLimits {
-        self.listener_limits().for_metrics(self.metrics_max_connections)
+        self.listener_limits()
+            .for_metrics(self.metrics_max_connections)
     }
 
     /// Checks ranges; returns the first problem.
@@ -251,6 +308,23 @@ impl ValidatorConfig {
         }
         if self.keep_rounds == 0 {
             return bad("keep_rounds must be at least 1".to_string());
+        }
+        if self.reveal_delay_rounds < 2 {
+            return bad(format!(
+                "reveal_delay_rounds ({}) must be at least 2 (a commitment must be fetched \
+                 and cross-checked before anyone can see the weights it hides)",
+                self.reveal_delay_rounds
+            ));
+        }
+        if self.keep_rounds < self.reveal_delay_rounds.saturating_add(3) {
+            return bad(format!(
+                "keep_rounds ({}) must be at least reveal_delay_rounds + 3 (commitments are \
+                 opened from the database)",
+                self.keep_rounds
+            ));
+        }
+        if self.work_window_ms == 0 {
+            return bad("work_window_ms must be positive".to_string());
         }
         if self.max_response_bytes < 1024 {
             return bad("max_response_bytes must be at least 1024".to_string());
@@ -365,6 +439,14 @@ mod tests {
             },
             ValidatorConfig {
                 query_timeout_ms: 0,
+                ..Default::default()
+            },
+            ValidatorConfig {
+                reveal_delay_rounds: 1,
+                ..Default::default()
+            },
+            ValidatorConfig {
+                keep_rounds: 3,
                 ..Default::default()
             },
         ] {

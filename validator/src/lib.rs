@@ -23,8 +23,9 @@ pub mod state;
 pub mod store;
 pub mod task;
 mod validator;
+pub mod weights;
 
-pub use config::{TaskWeights, ValidatorConfig};
+pub use config::{TaskWeights, ValidatorBehaviour, ValidatorConfig};
 pub use error::ValidatorError;
 pub use metrics::ValidatorMetrics;
 pub use state::{MinerSnapshot, PersistedState, RoundRecord, ValidatorSnapshot};

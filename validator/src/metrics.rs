@@ -9,7 +9,7 @@ use prometheus::{
 /// `outcome` values of `polylith_validator_queries_total`.
 pub const QUERY_OUTCOMES: [&str; 4] = ["verified", "failed", "timeout", "error"];
 /// `outcome` values of `polylith_validator_peer_weights_received_total`.
-pub const PEER_OUTCOMES: [&str; 4] = ["ok", "bad_signature", "unreachable", "stale"];
+pub const PEER_OUTCOMES: [&str; 5] = ["ok", "bad_signature", "unreachable", "stale", "too_large"];
 /// Task labels.
 pub const TASKS: [&str; 2] = ["gemm", "llm"];
 
@@ -51,6 +51,11 @@ pub struct ValidatorMetrics {
     pub peer_weights_received: IntCounterVec,
     /// `polylith_validator_peers_with_weights`.
     pub peers_with_weights: IntGauge,
+    /// `polylith_validator_reveals_total{outcome}`: revealed vectors (own and peers') checked
+    /// for an epoch.
+    pub reveals: IntCounterVec,
+    /// `polylith_validator_equivocators`: validators excluded on equivocation evidence.
+    pub equivocators: IntGauge,
     /// `polylith_validator_db_size_bytes`.
     pub db_size_bytes: Gauge,
     /// `polylith_validator_db_write_seconds`.
@@ -162,6 +167,17 @@ impl ValidatorMetrics {
             ),
             &["peer_uid", "outcome"],
         )?;
+        let reveals = IntCounterVec::new(
+            Opts::new(
+                "polylith_validator_reveals_total",
+                "Revealed weight vectors checked for an epoch, by outcome (accepted or why not)",
+            ),
+            &["outcome"],
+        )?;
+        let equivocators = IntGauge::new(
+            "polylith_validator_equivocators",
+            "Validators excluded from consensus on evidence of two signed messages for one round",
+        )?;
         let peers_with_weights = IntGauge::new(
             "polylith_validator_peers_with_weights",
             "Peers whose weights were used in the last epoch",
@@ -204,6 +220,8 @@ impl ValidatorMetrics {
             Box::new(consensus_duration.clone()),
             Box::new(peer_weights_received.clone()),
             Box::new(peers_with_weights.clone()),
+            Box::new(reveals.clone()),
+            Box::new(equivocators.clone()),
             Box::new(db_size_bytes.clone()),
             Box::new(db_write_seconds.clone()),
             Box::new(data_dir_free_bytes.clone()),
@@ -217,6 +235,9 @@ impl ValidatorMetrics {
             .set(1);
         for task in TASKS {
             query_latency.with_label_values(&[task]);
+        }
+        for outcome in std::iter::once("accepted").chain(crate::weights::RevealError::LABELS) {
+            reveals.with_label_values(&[outcome]);
         }
         for outcome in ["verified", "rejected"] {
             llm_tokens.with_label_values(&[outcome]);
@@ -240,6 +261,8 @@ impl ValidatorMetrics {
             consensus_duration,
             peer_weights_received,
             peers_with_weights,
+            reveals,
+            equivocators,
             db_size_bytes,
             db_write_seconds,
             data_dir_free_bytes,
@@ -304,6 +327,8 @@ mod tests {
             "polylith_validator_consensus_duration_seconds",
             "polylith_validator_peer_weights_received_total",
             "polylith_validator_peers_with_weights",
+            "polylith_validator_reveals_total",
+            "polylith_validator_equivocators",
             "polylith_validator_db_size_bytes",
             "polylith_validator_db_write_seconds",
             "polylith_validator_data_dir_free_bytes",

@@ -7,10 +7,29 @@
 
 use crate::ValidatorError;
 use crate::state::{PersistedState, RoundRecord, STATE_VERSION};
+use polylith_protocol::weights::{Evidence, Reveal, WeightsMessage};
 use std::path::{Path, PathBuf};
 
 const STATE_KEY: &[u8] = b"state";
 const ROUND_PREFIX: &[u8] = b"round/";
+/// This validator's signed weights message of each round (what `GET /v1/weights` serves).
+const MESSAGE_PREFIX: &[u8] = b"message/";
+/// This validator's own unrevealed weights, salt and proofs of each round (never served
+/// before the reveal).
+const COMMIT_PREFIX: &[u8] = b"commit/";
+/// Equivocation evidence, one per offending hotkey.
+const EVIDENCE_PREFIX: &[u8] = b"evidence/";
+
+/// The weights exchange data written in the same batch as a round's state.
+#[derive(Debug, Clone)]
+pub struct RoundWeights {
+    /// The message signed for the round; published only after the batch is flushed.
+    pub message: WeightsMessage,
+    /// The opening of the round's commitment, kept until it is revealed.
+    pub commit: Reveal,
+    /// Evidence found this round.
+    pub evidence: Vec<Evidence>,
+}
 
 /// A failed write or read after start-up.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +50,11 @@ pub struct Store {
 }
 
 fn round_key(round: u64) -> Vec<u8> {
-    let mut k = ROUND_PREFIX.to_vec();
+    prefixed(ROUND_PREFIX, round)
+}
+
+fn prefixed(prefix: &[u8], round: u64) -> Vec<u8> {
+    let mut k = prefix.to_vec();
     // Big-endian so keys sort by round.
     k.extend_from_slice(&round.to_be_bytes());
     k
@@ -87,17 +110,84 @@ impl Store {
         record: &RoundRecord,
         keep: u64,
     ) -> Result<(), StoreError> {
+        self.commit_round_with(state, record, None, keep)
+    }
+
+    /// [`Store::commit_round`] plus the round's weights message, commitment opening and new
+    /// evidence, all in the same atomic batch and flushed before returning: a message is
+    /// published only after this returns, so a restart always finds what was served.
+    pub fn commit_round_with(
+        &self,
+        state: &PersistedState,
+        record: &RoundRecord,
+        weights: Option<&RoundWeights>,
+        keep: u64,
+    ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         batch.insert(STATE_KEY, serde_json::to_vec(state)?);
         batch.insert(round_key(record.round), serde_json::to_vec(record)?);
+        if let Some(w) = weights {
+            batch.insert(
+                prefixed(MESSAGE_PREFIX, w.message.round),
+                serde_json::to_vec(&w.message)?,
+            );
+            batch.insert(
+                prefixed(COMMIT_PREFIX, w.message.round),
+                serde_json::to_vec(&w.commit)?,
+            );
+            for e in &w.evidence {
+                let mut key = EVIDENCE_PREFIX.to_vec();
+                key.extend_from_slice(e.first.validator.as_bytes());
+                batch.insert(key, serde_json::to_vec(e)?);
+            }
+        }
         if let Some(oldest_kept) = record.round.checked_sub(keep) {
-            for key in self.db.range(round_key(0)..=round_key(oldest_kept)).keys() {
-                batch.remove(key?);
+            for prefix in [ROUND_PREFIX, MESSAGE_PREFIX, COMMIT_PREFIX] {
+                for key in self
+                    .db
+                    .range(prefixed(prefix, 0)..=prefixed(prefix, oldest_kept))
+                    .keys()
+                {
+                    batch.remove(key?);
+                }
             }
         }
         self.db.apply_batch(batch)?;
         self.db.flush()?;
         Ok(())
+    }
+
+    /// This validator's weights message of `round`, if kept.
+    pub fn message(&self, round: u64) -> Result<Option<WeightsMessage>, StoreError> {
+        match self.db.get(prefixed(MESSAGE_PREFIX, round))? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The newest weights message written (what a restarted validator serves).
+    pub fn latest_message(&self) -> Result<Option<WeightsMessage>, StoreError> {
+        match self.db.scan_prefix(MESSAGE_PREFIX).values().next_back() {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes?)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The opening of this validator's commitment of `round`, if kept.
+    pub fn commit(&self, round: u64) -> Result<Option<Reveal>, StoreError> {
+        match self.db.get(prefixed(COMMIT_PREFIX, round))? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every piece of equivocation evidence held.
+    pub fn evidence(&self) -> Result<Vec<Evidence>, StoreError> {
+        let mut out = Vec::new();
+        for v in self.db.scan_prefix(EVIDENCE_PREFIX).values() {
+            out.push(serde_json::from_slice(&v?)?);
+        }
+        Ok(out)
     }
 
     /// The stored record of `round`, if kept.
@@ -171,6 +261,39 @@ mod tests {
         drop(store);
         let reopened = Store::open(dir.path()).unwrap();
         assert_eq!(reopened.load().unwrap(), Some(state));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(16))]
+        /// Every finite float of the state comes back bit for bit after a reopen (serde_json
+        /// parses the shortest representation exactly only with `float_roundtrip`).
+        #[test]
+        fn floats_round_trip_bit_for_bit_across_a_restart(
+            bits in proptest::collection::vec(proptest::prelude::any::<u64>(), 200)
+        ) {
+            let floats: Vec<f64> = bits
+                .into_iter()
+                .map(f64::from_bits)
+                .filter(|f| f.is_finite())
+                .collect();
+            let dir = tempfile::tempdir().unwrap();
+            let mut state = PersistedState::default();
+            for (i, f) in floats.iter().enumerate() {
+                state.ema.insert(format!("m{i}"), *f);
+            }
+            state.incentive = floats.clone();
+            state.round = 1;
+            {
+                let store = Store::open(dir.path()).unwrap();
+                store.commit_round(&state, &record(1), 3).unwrap();
+            }
+            let back = Store::open(dir.path()).unwrap().load().unwrap().unwrap();
+            let bits_of = |v: &[f64]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            proptest::prop_assert_eq!(bits_of(&back.incentive), bits_of(&floats));
+            for (i, f) in floats.iter().enumerate() {
+                proptest::prop_assert_eq!(back.ema[&format!("m{i}")].to_bits(), f.to_bits());
+            }
+        }
     }
 
     #[test]

@@ -2,25 +2,33 @@
 
 use crate::ValidatorError;
 use crate::client::{SignedClient, now_ms};
+use crate::config::ValidatorBehaviour;
 use crate::config::ValidatorConfig;
 use crate::metrics::ValidatorMetrics;
 use crate::state::{MinerSnapshot, PersistedState, RoundRecord, ValidatorSnapshot};
+use crate::store::RoundWeights;
 use crate::store::{Store, filesystem_space};
 use crate::task::gemm::GemmTask;
 use crate::task::llm::{LlmSettings, LlmTask};
 use crate::task::{
     Failure, FailureReason, MinerTarget, QueryContext, QueryOutcome, Task, new_outcome,
 };
+use crate::weights::{
+    ProofCheck, RevealError, Schedule, accept_reveal, median_weights, peer_body_cap,
+};
 use axum::Router;
+use axum::extract::Path;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use polylith_protocol::keys::{Hotkey, PublicKey};
 use polylith_protocol::metagraph::{Metagraph, MetagraphHandle, Neuron};
-use polylith_protocol::weights::SignedWeights;
+use polylith_protocol::weights::{
+    Evidence, Reveal, SeenMessage, SignedWeights, WeightsMessage, WorkProof,
+};
 use polylith_scoring::{ema, speed, yuma};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -28,11 +36,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-/// Path where validators publish their signed weights.
+/// Path where validators publish their signed weights messages (`/{round}` for one round).
 pub const WEIGHTS_PATH: &str = "/v1/weights";
-
-/// How far in the future a peer's timestamp may be (clock skew), milliseconds.
-const PEER_FUTURE_SKEW_MS: u64 = 60_000;
+/// Path where validators publish equivocation evidence.
+pub const EVIDENCE_PATH: &str = "/v1/evidence";
 
 /// Result of checking one peer's weight vector (the `outcome` metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +50,10 @@ pub enum PeerOutcome {
     BadSignature,
     /// No answer, an HTTP error, or no weights yet.
     Unreachable,
-    /// Too old, from the future, or older than a vector already accepted.
+    /// For another round than the one asked for.
     Stale,
+    /// Larger than the cap derived from the subnet size.
+    TooLarge,
 }
 
 impl PeerOutcome {
@@ -55,33 +64,28 @@ impl PeerOutcome {
             PeerOutcome::BadSignature => "bad_signature",
             PeerOutcome::Unreachable => "unreachable",
             PeerOutcome::Stale => "stale",
+            PeerOutcome::TooLarge => "too_large",
         }
     }
 }
 
-/// Checks a peer's signed weights: valid signature by exactly `expected` (the hotkey
-/// registered at that endpoint), signed within `max_age_ms` of `now_ms` (and not far in
-/// the future), and not older than `last_accepted_ms` (a replayed old vector).
-pub fn check_peer_weights(
-    weights: &SignedWeights,
-    expected: &PublicKey,
-    now_ms: u64,
-    max_age_ms: u64,
-    last_accepted_ms: Option<u64>,
-) -> PeerOutcome {
-    match weights.verify() {
+/// Checks a peer's weights message: version, structure and signature by exactly `expected`
+/// (the hotkey registered at that endpoint), and that it is the message of `round` (a
+/// message is tied to its round, so an old one cannot be replayed as a new one).
+pub fn check_peer_weights(msg: &WeightsMessage, expected: &PublicKey, round: u64) -> PeerOutcome {
+    match msg.verify() {
         Ok(signer) if signer == *expected => {}
         _ => return PeerOutcome::BadSignature,
     }
-    let too_old = weights.timestamp_ms.saturating_add(max_age_ms) < now_ms;
-    let future = weights.timestamp_ms > now_ms.saturating_add(PEER_FUTURE_SKEW_MS);
-    let rolled_back = last_accepted_ms.is_some_and(|t| weights.timestamp_ms < t);
-    if too_old || future || rolled_back {
+    if msg.round != round {
         PeerOutcome::Stale
     } else {
         PeerOutcome::Ok
     }
 }
+
+/// Peer messages held: (validator hotkey, round) → message.
+type PeerMessages = BTreeMap<(String, u64), WeightsMessage>;
 
 struct Inner {
     config: ValidatorConfig,
@@ -95,7 +99,14 @@ struct Inner {
     metrics: ValidatorMetrics,
     state: parking_lot::Mutex<PersistedState>,
     round_lock: tokio::sync::Mutex<()>,
-    peer_last_ms: parking_lot::Mutex<HashMap<String, u64>>,
+    /// Unsigned reads from peers: no redirects, bodies capped per call.
+    peer_http: reqwest::Client,
+    /// The message served at `GET /v1/weights`: only ever one that is already on disk.
+    published: parking_lot::Mutex<Option<WeightsMessage>>,
+    /// Peers' messages of recent rounds, as first received.
+    peer_msgs: parking_lot::Mutex<PeerMessages>,
+    /// Equivocation evidence by offending hotkey.
+    evidence: parking_lot::Mutex<BTreeMap<String, Evidence>>,
     db_write_errors: AtomicU64,
 }
 
@@ -119,6 +130,23 @@ impl Validator {
         })?;
         let store = Store::open(&config.data_dir)?;
         let state = store.load()?.unwrap_or_default();
+        let db_err = |e: crate::store::StoreError| ValidatorError::DbState {
+            path: config.data_dir.clone(),
+            message: e.to_string(),
+        };
+        let published = store.latest_message().map_err(db_err)?;
+        let evidence: BTreeMap<String, Evidence> = store
+            .evidence()
+            .map_err(db_err)?
+            .into_iter()
+            .filter(|e| e.verify().is_some())
+            .map(|e| (e.first.validator.clone(), e))
+            .collect();
+        let peer_http = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ValidatorError::Http(e.to_string()))?;
         let public = hotkey.public();
         let ss58 = public.to_ss58();
         if metagraph.current().by_hotkey(&public).is_none() {
@@ -184,7 +212,10 @@ impl Validator {
                 metrics,
                 state: parking_lot::Mutex::new(state),
                 round_lock: tokio::sync::Mutex::new(()),
-                peer_last_ms: parking_lot::Mutex::new(HashMap::new()),
+                peer_http,
+                published: parking_lot::Mutex::new(published),
+                peer_msgs: parking_lot::Mutex::new(BTreeMap::new()),
+                evidence: parking_lot::Mutex::new(evidence),
                 db_write_errors: AtomicU64::new(0),
             }),
         })
@@ -215,9 +246,27 @@ impl Validator {
         self.inner.state.lock().round
     }
 
-    /// The weights currently published at `GET /v1/weights`.
+    /// This round's own weights, signed in the v1 form for in-process use (tests, `polylith
+    /// local`). They are not served: peers see them only when revealed.
     pub fn published_weights(&self) -> Option<SignedWeights> {
         self.inner.state.lock().weights.clone()
+    }
+
+    /// The message served at `GET /v1/weights` (always one already flushed to disk).
+    pub fn published_message(&self) -> Option<WeightsMessage> {
+        self.inner.published.lock().clone()
+    }
+
+    /// Equivocation evidence held (served at `GET /v1/evidence`).
+    pub fn evidence(&self) -> Vec<Evidence> {
+        self.inner.evidence.lock().values().cloned().collect()
+    }
+
+    /// The commit-reveal schedule in use.
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            delay: self.inner.config.reveal_delay_rounds,
+        }
     }
 
     /// The current state: per-miner counts, median GFLOP/s, EMA, weight, reward share, and
@@ -383,7 +432,15 @@ impl Validator {
             })
             .collect();
 
-        let (outcomes, combined) = self.query_all(&targets).await;
+        let behaviour = inner.config.behaviour;
+        let (outcomes, combined) = if behaviour == ValidatorBehaviour::Copier {
+            (Vec::new(), vec![0.0; targets.len()])
+        } else {
+            self.query_all(&targets).await
+        };
+        // Every verified receipt of this round's queries (late ones of an abandoned query
+        // included: they are genuine too).
+        let proofs = inner.client.take_proofs();
 
         // Work on a copy; it is installed only once the round is complete.
         let mut state = inner.state.lock().clone();
@@ -417,15 +474,40 @@ impl Validator {
             .map(|(m, w)| (m.uid, w))
             .collect();
         weights.sort_unstable();
-        let signed = SignedWeights::sign(&inner.hotkey, round, now_ms(), weights.clone());
-        // Publish now so peers fetching during this round already see it.
-        inner.state.lock().weights = Some(signed.clone());
 
-        let peers = self.fetch_peer_weights(&mg).await;
-        let (incentive, dividends, peers_used) = self.consensus(&mg, &mut state, &weights, peers);
+        // Peers' messages of the previous round, cross-checked against what every peer says
+        // it was shown; then the epoch over the vectors revealed two rounds ago.
+        let seen = self.exchange_with_peers(&mg, round).await;
+        if behaviour != ValidatorBehaviour::Honest {
+            weights = self.copied_weights(round);
+        }
+        let commit = Reveal::new(
+            round,
+            weights.clone(),
+            proofs_for(&weights, &targets, proofs),
+        );
+        let commitment = commit.commitment(&inner.ss58);
+        let reveal = match self.schedule().reveal_round(round) {
+            Some(r) => match inner.store.commit(r) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(round = r, error = %e, "reading the commitment to reveal failed");
+                    None
+                }
+            },
+            None => None,
+        };
+        let message =
+            WeightsMessage::sign(&inner.hotkey, round, now_ms(), commitment, reveal, seen);
+        let (incentive, dividends, peers_used) = self.consensus(&mg, &mut state, round, &message);
 
         state.round = round;
-        state.weights = Some(signed);
+        state.weights = Some(SignedWeights::sign(
+            &inner.hotkey,
+            round,
+            message.timestamp_ms,
+            weights.clone(),
+        ));
         state.incentive = incentive.clone();
         state.dividends = dividends.clone();
         state.peers_used = peers_used.clone();
@@ -440,7 +522,18 @@ impl Validator {
             peers_used,
             persisted: false,
         };
-        record.persisted = self.persist(&state, &record).await;
+        let new_evidence: Vec<Evidence> = inner.evidence.lock().values().cloned().collect();
+        let extras = RoundWeights {
+            message: message.clone(),
+            commit,
+            evidence: new_evidence,
+        };
+        record.persisted = self.persist(&state, &record, &extras).await;
+        // Publish only what is on disk: a restart then serves exactly this message, and
+        // never signs another one for this round. An unsaved round is not published at all.
+        if record.persisted {
+            *inner.published.lock() = Some(message);
+        }
         self.update_metrics(&mg, &state, &record, started.elapsed());
         *inner.state.lock() = state;
         tracing::info!(
@@ -453,14 +546,34 @@ impl Validator {
         record
     }
 
-    /// Own weights plus verified peers' weights through one Yuma epoch. Returns incentive,
+    /// A copier's weights: the median of the newest vector each peer revealed.
+    fn copied_weights(&self, round: u64) -> Vec<(u16, u16)> {
+        let msgs = self.inner.peer_msgs.lock();
+        let mut newest: BTreeMap<&str, (u64, &Vec<(u16, u16)>)> = BTreeMap::new();
+        for ((v, r), m) in msgs.iter() {
+            if *r >= round {
+                continue;
+            }
+            if let Some(rev) = &m.reveal {
+                let e = newest.entry(v.as_str()).or_insert((0, &rev.weights));
+                if rev.round >= e.0 {
+                    *e = (rev.round, &rev.weights);
+                }
+            }
+        }
+        let vectors: Vec<Vec<(u16, u16)>> = newest.values().map(|(_, w)| (*w).clone()).collect();
+        median_weights(&vectors)
+    }
+
+    /// The epoch of `round`: every validator's vector revealed in its message of the source
+    /// round (own included, checked the same way), through Yuma. Returns incentive,
     /// dividends (per uid) and the peers used; updates the carried bonds in `state`.
     fn consensus(
         &self,
         mg: &Metagraph,
         state: &mut PersistedState,
-        own: &[(u16, u16)],
-        peers: Vec<(u16, Vec<(u16, u16)>)>,
+        round: u64,
+        own_message: &WeightsMessage,
     ) -> (Vec<f64>, Vec<f64>, Vec<u16>) {
         let inner = &self.inner;
         let n = mg.n();
@@ -472,19 +585,82 @@ impl Validator {
                     .map_or(0, |x| x.stake)
             })
             .collect();
+        let miners: BTreeMap<u16, PublicKey> = mg
+            .miners()
+            .into_iter()
+            .filter_map(|m| Some((m.uid, PublicKey::from_ss58(&m.hotkey).ok()?)))
+            .collect();
+        let schedule = self.schedule();
         let mut rows: Vec<Vec<(u16, u16)>> = vec![Vec::new(); n];
-        if let Some(me) = mg.by_hotkey(&inner.public)
-            && let Some(row) = rows.get_mut(usize::from(me.uid))
-        {
-            *row = own.to_vec();
-        }
+        let mut commit_rounds: Vec<Option<u64>> = vec![None; n];
         let mut used = Vec::new();
-        for (uid, w) in peers {
-            if let Some(row) = rows.get_mut(usize::from(uid)) {
-                *row = w.into_iter().filter(|(j, _)| usize::from(*j) < n).collect();
-                used.push(uid);
+        if let (Some(source), Some(e)) = (
+            schedule.source_round(round),
+            schedule.epoch_weights_round(round),
+        ) {
+            let check = ProofCheck {
+                window_ms: inner.config.work_window_ms,
+                sample: inner.config.proof_sample,
+                seed: rand::random(),
+            };
+            let own = |r: u64| {
+                if r == own_message.round {
+                    return Some(own_message.clone());
+                }
+                inner.store.message(r).ok().flatten()
+            };
+            for v in mg.validators() {
+                let Ok(key) = PublicKey::from_ss58(&v.hotkey) else {
+                    continue;
+                };
+                let me = v.hotkey == inner.ss58;
+                let result = if inner.evidence.lock().contains_key(&v.hotkey) {
+                    Err(RevealError::Equivocation)
+                } else if me {
+                    accept_reveal(
+                        &key,
+                        e,
+                        own(source).as_ref(),
+                        own(e).as_ref(),
+                        &miners,
+                        check,
+                    )
+                } else {
+                    let msgs = inner.peer_msgs.lock();
+                    accept_reveal(
+                        &key,
+                        e,
+                        msgs.get(&(v.hotkey.clone(), source)),
+                        msgs.get(&(v.hotkey.clone(), e)),
+                        &miners,
+                        check,
+                    )
+                };
+                let label = match &result {
+                    Ok(_) => "accepted",
+                    Err(err) => err.as_str(),
+                };
+                inner.metrics.reveals.with_label_values(&[label]).inc();
+                match result {
+                    Ok(w) => {
+                        if let Some(row) = rows.get_mut(usize::from(v.uid)) {
+                            *row = w.into_iter().filter(|(j, _)| usize::from(*j) < n).collect();
+                            commit_rounds[usize::from(v.uid)] = Some(e);
+                            if !me {
+                                used.push(v.uid);
+                            }
+                        }
+                    }
+                    Err(err) => {
+                        tracing::info!(validator_uid = v.uid, round = e, why = %err, "revealed weights left out of the epoch")
+                    }
+                }
             }
         }
+        inner
+            .metrics
+            .equivocators
+            .set(i64::try_from(inner.evidence.lock().len()).unwrap_or(i64::MAX));
         used.sort_unstable();
         let params = &inner.config.yuma;
         let prev = match state.yuma.take() {
@@ -492,7 +668,7 @@ impl Validator {
             _ => yuma::YumaState::fresh(&stakes, params),
         };
         let t = Instant::now();
-        let result = yuma::rewards(&stakes, &rows, &prev, params);
+        let result = yuma::rewards_revealed(&stakes, &rows, &commit_rounds, &prev, params);
         inner
             .metrics
             .consensus_duration
@@ -511,24 +687,39 @@ impl Validator {
         }
     }
 
-    /// Fetches every other validator's weights; returns the accepted (uid, weights).
-    async fn fetch_peer_weights(&self, mg: &Metagraph) -> Vec<(u16, Vec<(u16, u16)>)> {
+    /// Fetches every staked peer's message of the previous round, fills gaps and detects
+    /// equivocation from the `seen` lists in them, and returns this round's `seen` list.
+    async fn exchange_with_peers(&self, mg: &Metagraph, round: u64) -> Vec<SeenMessage> {
         let inner = &self.inner;
-        let timeout = Duration::from_millis(inner.config.peer_timeout_ms);
+        let Some(prev) = round.checked_sub(1).filter(|r| *r >= 1) else {
+            return Vec::new();
+        };
+        // Drop what no later epoch or cross-check reads.
+        let keep_from = round.saturating_sub(inner.config.reveal_delay_rounds.saturating_add(4));
+        inner.peer_msgs.lock().retain(|(_, r), _| *r >= keep_from);
+        let cap = peer_body_cap(mg.n()).min(inner.config.max_response_bytes);
         let peers: Vec<&Neuron> = mg
             .validators()
             .into_iter()
-            .filter(|v| v.hotkey != inner.ss58)
+            .filter(|v| v.hotkey != inner.ss58 && v.stake >= inner.config.min_peer_stake)
             .collect();
         let fetches = peers.iter().map(|p| async move {
-            let outcome = self.fetch_one_peer(p, timeout).await;
-            (p, outcome)
+            let path = format!("{WEIGHTS_PATH}/{prev}");
+            let outcome = self.fetch_message(p, &p.hotkey, &path, prev, cap).await;
+            (*p, outcome)
         });
-        let mut accepted = Vec::new();
+        let mut seen = Vec::new();
+        let mut fetched: Vec<(&Neuron, WeightsMessage)> = Vec::new();
         for (peer, result) in futures::future::join_all(fetches).await {
             let outcome = match result {
-                Ok(w) => {
-                    accepted.push((peer.uid, w));
+                Ok(m) => {
+                    seen.push(SeenMessage {
+                        validator: m.validator.clone(),
+                        round: m.round,
+                        hash: hex::encode(m.hash()),
+                    });
+                    self.hold_peer_message(m.clone());
+                    fetched.push((peer, m));
                     PeerOutcome::Ok
                 }
                 Err((o, why)) => {
@@ -542,57 +733,127 @@ impl Validator {
                 .with_label_values(&[&peer.uid.to_string(), outcome.as_str()])
                 .inc();
         }
-        accepted
+        // Cross-check: each peer lists the messages it fetched last round. A different hash
+        // than ours, or one we lack, is fetched from that peer (it keeps what it was shown).
+        let by_hotkey: BTreeMap<&str, &Neuron> = mg
+            .validators()
+            .into_iter()
+            .map(|v| (v.hotkey.as_str(), v))
+            .collect();
+        let mut asked = BTreeSet::new();
+        for (peer, m) in &fetched {
+            for s in m.seen.iter().take(by_hotkey.len()) {
+                if s.round != prev.saturating_sub(1) || s.validator == inner.ss58 {
+                    continue;
+                }
+                if !by_hotkey.contains_key(s.validator.as_str()) {
+                    continue;
+                }
+                let held = inner
+                    .peer_msgs
+                    .lock()
+                    .get(&(s.validator.clone(), s.round))
+                    .map(|h| hex::encode(h.hash()));
+                if held.as_deref() == Some(s.hash.as_str())
+                    || !asked.insert((s.validator.clone(), s.hash.clone()))
+                {
+                    continue;
+                }
+                let path = format!("{WEIGHTS_PATH}/peer/{}/{}", s.validator, s.round);
+                match self
+                    .fetch_message(peer, &s.validator, &path, s.round, cap)
+                    .await
+                {
+                    Ok(relayed) if hex::encode(relayed.hash()) == s.hash => {
+                        self.hold_peer_message(relayed)
+                    }
+                    Ok(_) => tracing::info!(
+                        peer_uid = peer.uid,
+                        "relayed message does not match the listed hash"
+                    ),
+                    Err((o, why)) => {
+                        tracing::info!(peer_uid = peer.uid, outcome = o.as_str(), why = %why, "relay failed")
+                    }
+                }
+            }
+        }
+        seen
     }
 
-    async fn fetch_one_peer(
+    /// Keeps a verified peer message; a second, different one for the same round and
+    /// validator becomes evidence.
+    fn hold_peer_message(&self, m: WeightsMessage) {
+        let inner = &self.inner;
+        let key = (m.validator.clone(), m.round);
+        let mut msgs = inner.peer_msgs.lock();
+        match msgs.get(&key) {
+            None => {
+                msgs.insert(key, m);
+            }
+            Some(held) if held.hash() == m.hash() => {}
+            Some(held) => {
+                if let Some(e) = Evidence::new(held.clone(), m) {
+                    tracing::warn!(validator = %e.first.validator, round = e.first.round, "equivocation: two signed weights messages for one round");
+                    inner
+                        .evidence
+                        .lock()
+                        .entry(e.first.validator.clone())
+                        .or_insert(e);
+                }
+            }
+        }
+    }
+
+    /// GETs one message by `signer` for `round` from `peer`, body capped at `cap` bytes.
+    async fn fetch_message(
         &self,
         peer: &Neuron,
-        timeout: Duration,
-    ) -> Result<Vec<(u16, u16)>, (PeerOutcome, String)> {
+        signer: &str,
+        path: &str,
+        round: u64,
+        cap: usize,
+    ) -> Result<WeightsMessage, (PeerOutcome, String)> {
         let inner = &self.inner;
-        let expected = PublicKey::from_ss58(&peer.hotkey)
+        let expected = PublicKey::from_ss58(signer)
             .map_err(|e| (PeerOutcome::BadSignature, format!("registered hotkey: {e}")))?;
-        let body = inner
-            .client
-            .get(&peer.endpoint, WEIGHTS_PATH, timeout)
+        let timeout = Duration::from_millis(inner.config.peer_timeout_ms);
+        let url = format!("{}{}", peer.endpoint.trim_end_matches('/'), path);
+        let body = tokio::time::timeout(timeout, read_capped(&inner.peer_http, &url, cap))
             .await
-            .map_err(|e| (PeerOutcome::Unreachable, e))?;
-        let weights: SignedWeights = serde_json::from_slice(&body)
+            .map_err(|_| {
+                (
+                    PeerOutcome::Unreachable,
+                    format!("no answer within {} ms", timeout.as_millis()),
+                )
+            })??;
+        let msg: WeightsMessage = serde_json::from_slice(&body)
             .map_err(|e| (PeerOutcome::BadSignature, format!("unparsable: {e}")))?;
-        let last = inner.peer_last_ms.lock().get(&peer.hotkey).copied();
-        let outcome = check_peer_weights(
-            &weights,
-            &expected,
-            now_ms(),
-            inner.config.peer_max_age_ms,
-            last,
-        );
-        if outcome != PeerOutcome::Ok {
-            return Err((
-                outcome,
-                format!(
-                    "round {} signed at {} ms",
-                    weights.round, weights.timestamp_ms
-                ),
-            ));
+        match check_peer_weights(&msg, &expected, round) {
+            PeerOutcome::Ok => Ok(msg),
+            o => Err((
+                o,
+                format!("message of round {} (wanted {round})", msg.round),
+            )),
         }
-        inner
-            .peer_last_ms
-            .lock()
-            .insert(peer.hotkey.clone(), weights.timestamp_ms);
-        Ok(weights.weights)
     }
 
-    /// Writes the round atomically; a failure is logged and counted, never fatal.
-    async fn persist(&self, state: &PersistedState, record: &RoundRecord) -> bool {
+    /// Writes the round atomically (message first on disk, then served); a failure is
+    /// logged and counted, never fatal.
+    async fn persist(
+        &self,
+        state: &PersistedState,
+        record: &RoundRecord,
+        extras: &RoundWeights,
+    ) -> bool {
         let inner = &self.inner;
         let store = inner.store.clone();
-        let (state, record) = (state.clone(), record.clone());
+        let (state, record, extras) = (state.clone(), record.clone(), extras.clone());
         let keep = inner.config.keep_rounds;
         let t = Instant::now();
-        let result =
-            tokio::task::spawn_blocking(move || store.commit_round(&state, &record, keep)).await;
+        let result = tokio::task::spawn_blocking(move || {
+            store.commit_round_with(&state, &record, Some(&extras), keep)
+        })
+        .await;
         inner
             .metrics
             .db_write_seconds
@@ -604,7 +865,7 @@ impl Validator {
         };
         inner.db_write_errors.fetch_add(1, Ordering::Relaxed);
         inner.metrics.db_write_errors.inc();
-        tracing::error!(path = %inner.store.path().display(), error = %error, "writing the round to the database failed; continuing with in-memory state");
+        tracing::error!(path = %inner.store.path().display(), error = %error, "writing the round to the database failed; continuing with in-memory state and not publishing this round");
         false
     }
 
@@ -725,8 +986,14 @@ impl Validator {
     pub fn router(&self) -> Router {
         Router::new()
             .route(WEIGHTS_PATH, get(weights_handler))
+            .route("/v1/weights/{round}", get(weights_round_handler))
+            .route(
+                "/v1/weights/peer/{hotkey}/{round}",
+                get(peer_message_handler),
+            )
+            .route(EVIDENCE_PATH, get(evidence_handler))
             .route("/health", get(health_handler))
-            .route("/v1/state", get(state_handler))
+            .route("/v1/state", get(public_state_handler))
             .with_state(self.clone())
     }
 
@@ -734,6 +1001,7 @@ impl Validator {
     pub fn metrics_router(&self) -> Router {
         Router::new()
             .route("/metrics", get(metrics_handler))
+            .route("/v1/state", get(state_handler))
             .with_state(self.clone())
     }
 
@@ -843,6 +1111,61 @@ pub async fn run(
     validator.serve(listener, metrics_listener, shutdown).await
 }
 
+/// The work proofs to publish with `weights`: the newest verified exchange with each
+/// weighted miner (one per miner is what peers check).
+fn proofs_for(
+    weights: &[(u16, u16)],
+    targets: &[MinerTarget],
+    proofs: Vec<WorkProof>,
+) -> Vec<WorkProof> {
+    let mut newest: BTreeMap<String, WorkProof> = BTreeMap::new();
+    for p in proofs {
+        let replace = newest
+            .get(&p.envelope.receiver)
+            .is_none_or(|q| q.envelope.timestamp_ms <= p.envelope.timestamp_ms);
+        if replace {
+            newest.insert(p.envelope.receiver.clone(), p);
+        }
+    }
+    weights
+        .iter()
+        .filter_map(|(uid, _)| {
+            let t = targets.iter().find(|t| t.uid == *uid)?;
+            newest.remove(&t.ss58)
+        })
+        .collect()
+}
+
+/// GETs `url` without following redirects, refusing a body over `cap` bytes before reading
+/// past it (Content-Length first, then while streaming).
+async fn read_capped(
+    http: &reqwest::Client,
+    url: &str,
+    cap: usize,
+) -> Result<Vec<u8>, (PeerOutcome, String)> {
+    let unreachable = |e: reqwest::Error| (PeerOutcome::Unreachable, e.to_string());
+    let mut resp = http.get(url).send().await.map_err(unreachable)?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err((
+            PeerOutcome::Unreachable,
+            format!("HTTP {}", status.as_u16()),
+        ));
+    }
+    let too_large = || (PeerOutcome::TooLarge, format!("body over {cap} bytes"));
+    if resp.content_length().is_some_and(|l| l > cap as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
+        if body.len().saturating_add(chunk.len()) > cap {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 fn json_error(status: StatusCode, reason: &str, message: &str) -> Response {
     (
         status,
@@ -852,7 +1175,7 @@ fn json_error(status: StatusCode, reason: &str, message: &str) -> Response {
 }
 
 async fn weights_handler(State(v): State<Validator>) -> Response {
-    match v.published_weights() {
+    match v.published_message() {
         Some(w) => axum::Json(w).into_response(),
         None => json_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -860,6 +1183,67 @@ async fn weights_handler(State(v): State<Validator>) -> Response {
             "no round has completed yet",
         ),
     }
+}
+
+async fn weights_round_handler(State(v): State<Validator>, Path(round): Path<u64>) -> Response {
+    // Never a round past the published one: its message may not be on disk yet.
+    let published = v.published_message().map_or(0, |m| m.round);
+    if round > published {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "not_published",
+            "no message for that round yet",
+        );
+    }
+    match v.inner.store.message(round) {
+        Ok(Some(m)) => axum::Json(m).into_response(),
+        Ok(None) => json_error(
+            StatusCode::NOT_FOUND,
+            "not_kept",
+            "no message kept for that round",
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "reading a stored weights message failed");
+            json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "database read failed",
+            )
+        }
+    }
+}
+
+async fn peer_message_handler(
+    State(v): State<Validator>,
+    Path((hotkey, round)): Path<(String, u64)>,
+) -> Response {
+    match v.inner.peer_msgs.lock().get(&(hotkey, round)) {
+        Some(m) => axum::Json(m.clone()).into_response(),
+        None => json_error(
+            StatusCode::NOT_FOUND,
+            "not_held",
+            "no such peer message held",
+        ),
+    }
+}
+
+async fn evidence_handler(State(v): State<Validator>) -> Response {
+    axum::Json(v.evidence()).into_response()
+}
+
+/// The public state: counts and the epoch's outputs, without anything that would let a
+/// copier read this round's scores before they are revealed (EMA, speeds, weights).
+async fn public_state_handler(State(v): State<Validator>) -> Response {
+    let mut s = v.snapshot();
+    s.weights = None;
+    for m in &mut s.miners {
+        m.ema = 0.0;
+        m.weight_u16 = 0;
+        m.median_gflops = None;
+        m.median_tokens_per_s = None;
+        m.median_ttft_s = None;
+    }
+    axum::Json(s).into_response()
 }
 
 async fn health_handler(State(v): State<Validator>) -> Response {

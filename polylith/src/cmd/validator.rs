@@ -90,6 +90,18 @@ pub struct Args {
     /// Round records kept in the database.
     #[arg(long, env = "POLYLITH_KEEP_ROUNDS")]
     pub keep_rounds: Option<u64>,
+    /// Rounds between committing to weights and revealing them (at least 2).
+    #[arg(long, env = "POLYLITH_REVEAL_DELAY_ROUNDS")]
+    pub reveal_delay_rounds: Option<u64>,
+    /// Peers with less stake than this are not fetched.
+    #[arg(long, env = "POLYLITH_MIN_PEER_STAKE")]
+    pub min_peer_stake: Option<u64>,
+    /// Work proofs whose signatures are checked per peer vector (0: all).
+    #[arg(long, env = "POLYLITH_PROOF_SAMPLE")]
+    pub proof_sample: Option<usize>,
+    /// A work proof counts only if signed at most this long before the commitment, ms.
+    #[arg(long, env = "POLYLITH_WORK_WINDOW_MS")]
+    pub work_window_ms: Option<u64>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -127,7 +139,11 @@ impl Args {
             llm_model,
             llm_max_tokens,
             rounds,
-            keep_rounds
+            keep_rounds,
+            reveal_delay_rounds,
+            min_peer_stake,
+            proof_sample,
+            work_window_ms
         );
         if let Some(w) = self.gemm_weight {
             c.task_weights.gemm = w;
@@ -154,7 +170,6 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<()> {
     // Before the runtime starts: every socket either listener accepts counts against it.
     let nofile = polylith_net::raise_nofile_limit();
     tracing::debug!(soft = ?nofile.soft, hard = ?nofile.hard, "open-files limit");
-
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         // Both binds are fatal: a validator whose metrics cannot be scraped is not silently run.
