@@ -25,12 +25,13 @@ async fn restart_resumes_round_ema_weights_and_bonds() {
         ],
     );
     let config = test_config(dir.path(), mg, "db");
-    {
+    let served = {
         let v = Validator::new(config.clone(), vkey.clone()).unwrap();
         v.run_round().await;
         v.run_round().await;
         assert_eq!(v.snapshot().miners[0].ema, 0.75);
-    }
+        v.published_message().unwrap()
+    };
     let v = Validator::new(config, vkey).unwrap();
     let s = v.snapshot();
     assert_eq!(s.round, 2, "round counter resumed");
@@ -39,13 +40,12 @@ async fn restart_resumes_round_ema_weights_and_bonds() {
     assert_eq!(
         v.published_weights().unwrap().round,
         2,
-        "published weights resumed"
+        "this round's weights resumed"
     );
-    let stored = v.store().load().unwrap().unwrap();
-    let bonds = &stored.yuma.as_ref().expect("bonds stored").bonds;
-    assert!(
-        bonds[0].iter().any(|(j, b)| *j == 1 && *b > 0),
-        "validator holds a bond on the miner: {bonds:?}"
+    assert_eq!(
+        v.published_message(),
+        Some(served),
+        "a restart serves exactly the message last published"
     );
     let r3 = v.run_round().await;
     assert_eq!(r3.round, 3);
@@ -55,6 +55,16 @@ async fn restart_resumes_round_ema_weights_and_bonds() {
         "EMA continues from the stored value"
     );
     assert_eq!(v.store().rounds().unwrap(), vec![1, 2, 3]);
+    // Round 5 is the first epoch with revealed weights (round 1's, committed before the
+    // restart and opened from the database after it).
+    v.run_round().await;
+    v.run_round().await;
+    let stored = v.store().load().unwrap().unwrap();
+    let bonds = &stored.yuma.as_ref().expect("bonds stored").bonds;
+    assert!(
+        bonds[0].iter().any(|(j, b)| *j == 1 && *b > 0),
+        "validator holds a bond on the miner: {bonds:?}"
+    );
 }
 
 #[tokio::test]
@@ -289,4 +299,131 @@ fn a_full_disk_fails_writes_cleanly_and_loses_nothing() {
         .commit_round(&state_for(next), &record_for(next), 1_000)
         .unwrap();
     assert_eq!(store.load().unwrap().map(|s| s.round), Some(next));
+}
+
+const KILL9_ENV: &str = "POLYLITH_TEST_KILL9_DIR";
+
+/// Not a test on its own: the child process of `kill9_loop_never_serves_two_messages_for_one_round`.
+/// Serves a validator (fast rounds, one fake miner) and writes its API port to `DIR/port`.
+#[test]
+#[ignore]
+fn kill9_child_validator() {
+    let Ok(dir) = std::env::var(KILL9_ENV) else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let seed: [u8; 32] = std::fs::read(dir.join("seed")).unwrap().try_into().unwrap();
+        let vkey = Hotkey::from_seed(&seed).unwrap();
+        let miner = fake_miner(Behaviour::Honest).await;
+        let listener = loopback().await;
+        let port = listener.local_addr().unwrap().port();
+        let mg = dir.join("metagraph.toml");
+        write_metagraph(
+            &mg,
+            vec![
+                neuron(
+                    0,
+                    &vkey,
+                    Role::Validator,
+                    STAKE,
+                    &format!("http://127.0.0.1:{port}"),
+                ),
+                neuron(1, &miner.key, Role::Miner, 0, &miner.endpoint),
+            ],
+        );
+        let mut config = test_config(&dir, mg, "db");
+        config.round_interval_ms = 20;
+        let v = Validator::new(config, vkey).unwrap();
+        let tmp = dir.join("port.tmp");
+        std::fs::write(&tmp, port.to_string()).unwrap();
+        std::fs::rename(&tmp, dir.join("port")).unwrap();
+        let metrics = loopback().await;
+        v.serve(listener, metrics, std::future::pending())
+            .await
+            .unwrap();
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_loop_never_serves_two_messages_for_one_round() {
+    use polylith_protocol::weights::WeightsMessage;
+    use std::collections::BTreeMap;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("seed"), rand::random::<[u8; 32]>()).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let http = reqwest::Client::new();
+    // Every message ever observed, by round: a second, different one is the bug.
+    let mut observed: BTreeMap<u64, String> = BTreeMap::new();
+    let mut last_round = 0u64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    for kill in 0..30u32 {
+        assert!(std::time::Instant::now() < deadline, "kill loop too slow");
+        let _ = std::fs::remove_file(dir.path().join("port"));
+        let mut child = std::process::Command::new(&exe)
+            .args([
+                "--ignored",
+                "--exact",
+                "kill9_child_validator",
+                "--nocapture",
+            ])
+            .env(KILL9_ENV, dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let port = loop {
+            if let Ok(p) = std::fs::read_to_string(dir.path().join("port")) {
+                break p;
+            }
+            assert!(child.try_wait().unwrap().is_none(), "child exited early");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let url = format!("http://127.0.0.1:{port}/v1/weights");
+        // Every third kill lands right after a new message is first seen; the others at a
+        // random moment.
+        let right_after_publish = kill % 3 == 0;
+        let run_for = Duration::from_millis(50 + u64::from(rand::random::<u16>() % 400));
+        let started = std::time::Instant::now();
+        let mut first = true;
+        loop {
+            if let Ok(resp) = http.get(&url).send().await
+                && resp.status().is_success()
+                && let Ok(m) = resp.json::<WeightsMessage>().await
+            {
+                let hash = hex::encode(m.hash());
+                if first {
+                    assert!(
+                        m.round >= last_round,
+                        "kill {kill}: restarted at round {} after serving round {last_round}",
+                        m.round
+                    );
+                    first = false;
+                }
+                if let Some(h) = observed.get(&m.round) {
+                    assert_eq!(h, &hash, "kill {kill}: two messages for round {}", m.round);
+                }
+                let new = m.round > last_round;
+                observed.insert(m.round, hash);
+                last_round = last_round.max(m.round);
+                if new
+                    && right_after_publish
+                    && !observed.is_empty()
+                    && started.elapsed() > Duration::from_millis(30)
+                {
+                    break;
+                }
+            }
+            if started.elapsed() > run_for {
+                break;
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    assert!(
+        last_round >= 5,
+        "rounds progressed across kills: {last_round}"
+    );
 }

@@ -59,6 +59,14 @@ async fn honest_miner_is_verified_weighted_and_rewarded() {
     assert_eq!(m.ema, 0.5, "first verified round with alpha 0.5 from 0");
     assert_eq!(m.weight_u16, 65_535);
     assert!(m.median_gflops.unwrap() > 0.0);
+    // Weights are revealed two rounds after they are committed and enter the epoch two
+    // rounds after that (commit-reveal, docs/protocol.md §4.1): rewards from round 5 on.
+    assert_eq!(m.reward_share, 0.0, "nothing revealed in round 1");
+    for _ in 0..4 {
+        v.run_round().await;
+    }
+    let s = v.snapshot();
+    let m = &s.miners[0];
     assert!(
         m.reward_share > 0.99,
         "the only weighted miner gets the incentive: {}",
@@ -71,7 +79,7 @@ async fn honest_miner_is_verified_weighted_and_rewarded() {
     );
     let published = v.published_weights().unwrap();
     assert_eq!(published.verify().unwrap(), v.public_key());
-    assert_eq!(published.round, 1);
+    assert_eq!(published.round, 5);
 }
 
 #[tokio::test]
@@ -207,6 +215,10 @@ async fn faster_miner_gets_more_weight_and_failure_pulls_ema_down() {
     let w: std::collections::BTreeMap<u16, u16> = r.weights.iter().copied().collect();
     assert_eq!(w[&1], 65_535);
     assert!(w[&2] < 65_535);
+    // Rewards follow once round 1's weights are revealed and enter the epoch (round 5).
+    for _ in 0..4 {
+        v.run_round().await;
+    }
     let s = v.snapshot();
     assert!(s.miners[0].reward_share > s.miners[1].reward_share);
 }
