@@ -13,7 +13,9 @@
 use polylith_miner::{BackendKind, Behaviour, GemmBackend, Miner, MinerConfig};
 use polylith_protocol::keys::Keystore;
 use polylith_protocol::metagraph::{Metagraph, Neuron, Role};
-use polylith_validator::{TaskWeights, Validator, ValidatorConfig, ValidatorSnapshot};
+use polylith_validator::{
+    TaskWeights, Validator, ValidatorBehaviour, ValidatorConfig, ValidatorSnapshot,
+};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -133,6 +135,9 @@ pub struct LocalOptions {
     pub model: String,
     /// Completion tokens per LLM query.
     pub llm_max_tokens: u32,
+    /// Behaviour of each validator by uid (missing ones are honest): weight copiers show
+    /// that copying earns (near) nothing.
+    pub validator_behaviours: Vec<ValidatorBehaviour>,
 }
 
 impl LocalOptions {
@@ -148,8 +153,18 @@ impl LocalOptions {
             tasks: LocalTasks::All,
             model: "builtin".to_string(),
             llm_max_tokens: 24,
+            validator_behaviours: Vec::new(),
         }
     }
+}
+
+/// Parses a comma-separated list of validator behaviours (`honest,copier,lazy-copier`).
+pub fn parse_validator_behaviours(list: &str) -> Result<Vec<ValidatorBehaviour>, LocalError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<ValidatorBehaviour>().map_err(LocalError::Options))
+        .collect()
 }
 
 /// Parses a comma-separated list of behaviours (`honest,slow,...`).
@@ -182,6 +197,7 @@ struct MinerNode {
 struct ValidatorNode {
     info: NodeInfo,
     stake: u64,
+    behaviour: ValidatorBehaviour,
     validator: Validator,
 }
 
@@ -310,8 +326,14 @@ impl LocalSubnet {
                     task_weights: opts.tasks.weights(),
                     llm_model: opts.model.clone(),
                     llm_max_tokens: opts.llm_max_tokens,
+                    behaviour: opts
+                        .validator_behaviours
+                        .get(uid)
+                        .copied()
+                        .unwrap_or_default(),
                     ..ValidatorConfig::default()
                 };
+                let behaviour = config.behaviour;
                 let validator = Validator::new(config, key)?;
                 if serve {
                     let v = validator.clone();
@@ -337,6 +359,7 @@ impl LocalSubnet {
                 validators.push(ValidatorNode {
                     info,
                     stake: neuron.stake,
+                    behaviour,
                     validator,
                 });
             } else {
@@ -518,6 +541,7 @@ impl LocalSubnet {
             .map(|v| ValidatorRow {
                 uid: v.info.uid,
                 hotkey: v.info.hotkey.clone(),
+                behaviour: v.behaviour.to_string(),
                 stake: v.stake,
                 dividend_share: lead
                     .and_then(|s| s.dividends.get(usize::from(v.info.uid)))
@@ -608,6 +632,8 @@ pub struct ValidatorRow {
     pub uid: u16,
     /// Hotkey, SS58.
     pub hotkey: String,
+    /// How it sets weights (`honest`, `copier`, `lazy-copier`).
+    pub behaviour: String,
     /// Stake.
     pub stake: u64,
     /// Yuma dividend share in [0, 1].
@@ -695,15 +721,16 @@ impl Report {
         let _ = writeln!(out, "\nvalidators:");
         let _ = writeln!(
             out,
-            "{:>3}  {:<12} {:>10} {:>9} {:>7}",
-            "uid", "hotkey", "stake", "dividend", "peers"
+            "{:>3}  {:<12} {:<12} {:>10} {:>9} {:>7}",
+            "uid", "hotkey", "behaviour", "stake", "dividend", "peers"
         );
         for v in &self.validators {
             let _ = writeln!(
                 out,
-                "{:>3}  {:<12} {:>10} {:>8.1}% {:>7}",
+                "{:>3}  {:<12} {:<12} {:>10} {:>8.1}% {:>7}",
                 v.uid,
                 short_hotkey(&v.hotkey),
+                v.behaviour,
                 v.stake,
                 v.dividend_share * 100.0,
                 v.peers_used

@@ -2,7 +2,10 @@
 
 use crate::Global;
 use anyhow::Context;
-use polylith_localnet::{DEFAULT_MINERS, LocalOptions, LocalSubnet, LocalTasks, parse_behaviours};
+use polylith_localnet::{
+    DEFAULT_MINERS, LocalOptions, LocalSubnet, LocalTasks, parse_behaviours,
+    parse_validator_behaviours,
+};
 use polylith_miner::BackendKind;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -17,14 +20,21 @@ pub struct Args {
     /// wrong-model, perturbed, truncated, quantized, random-tokens (LLM cheats).
     #[arg(long, default_value = DEFAULT_MINERS)]
     miners: String,
+    /// Comma-separated validator behaviours by uid: honest, copier (queries nobody,
+    /// republishes the median of the others' revealed weights) or lazy-copier (queries, but
+    /// publishes the median). Validators not listed are honest.
+    #[arg(long, default_value = "")]
+    validator_behaviours: String,
     /// Task kinds the validators run: gemm, llm or all.
     #[arg(long, default_value = "all")]
     task: LocalTasks,
     /// The subnet's LLM: `builtin` or a Hugging Face checkpoint directory.
     #[arg(long, default_value = "builtin")]
     model: String,
-    /// Rounds to run before printing the leaderboard (ignored with --serve).
-    #[arg(long, default_value_t = 5)]
+    /// Rounds to run before printing the leaderboard (ignored with --serve). Weights are
+    /// revealed two rounds after they are committed and enter the epoch two rounds later,
+    /// so rewards appear from round 5 on.
+    #[arg(long, default_value_t = 8)]
     rounds: u64,
     /// Where keys, the metagraph and the databases go (default: a temporary directory).
     #[arg(long)]
@@ -67,6 +77,14 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     }
     let mut opts = LocalOptions::new(data_dir);
     opts.validators = args.validators;
+    opts.validator_behaviours = parse_validator_behaviours(&args.validator_behaviours)?;
+    if opts.validator_behaviours.len() > opts.validators {
+        anyhow::bail!(
+            "--validator-behaviours lists {} validators but --validators is {}",
+            opts.validator_behaviours.len(),
+            opts.validators
+        );
+    }
     opts.miners = parse_behaviours(&args.miners)?;
     opts.backend = args.backend;
     opts.round_interval_ms = args.round_interval_ms;
