@@ -84,6 +84,9 @@ pub fn check_peer_weights(msg: &WeightsMessage, expected: &PublicKey, round: u64
     }
 }
 
+/// A (uid, weight) pair.
+type Pair = (u16, u16);
+
 /// Peer messages held: (validator hotkey, round) → message.
 type PeerMessages = BTreeMap<(String, u64), WeightsMessage>;
 
@@ -549,19 +552,21 @@ impl Validator {
     /// A copier's weights: the median of the newest vector each peer revealed.
     fn copied_weights(&self, round: u64) -> Vec<(u16, u16)> {
         let msgs = self.inner.peer_msgs.lock();
-        let mut newest: BTreeMap<&str, (u64, &Vec<(u16, u16)>)> = BTreeMap::new();
+        let mut newest: BTreeMap<&str, (u64, &[Pair])> = BTreeMap::new();
         for ((v, r), m) in msgs.iter() {
             if *r >= round {
                 continue;
             }
             if let Some(rev) = &m.reveal {
-                let e = newest.entry(v.as_str()).or_insert((0, &rev.weights));
+                let e = newest
+                    .entry(v.as_str())
+                    .or_insert((0, rev.weights.as_slice()));
                 if rev.round >= e.0 {
-                    *e = (rev.round, &rev.weights);
+                    *e = (rev.round, rev.weights.as_slice());
                 }
             }
         }
-        let vectors: Vec<Vec<(u16, u16)>> = newest.values().map(|(_, w)| (*w).clone()).collect();
+        let vectors: Vec<Vec<(u16, u16)>> = newest.values().map(|(_, w)| w.to_vec()).collect();
         median_weights(&vectors)
     }
 

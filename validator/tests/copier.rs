@@ -47,15 +47,14 @@ fn run_with(
     let mut ema = [[0.0f64; MINERS as usize]; HONEST];
     // Weights each validator committed to, by round.
     let mut committed: Vec<BTreeMap<u64, Vec<(u16, u16)>>> = vec![BTreeMap::new(); VALIDATORS];
-    let mut dividends = vec![0.0f64; VALIDATORS];
+    let mut dividends = [0.0f64; VALIDATORS];
     for r in 1..=rounds {
         for (v, e) in ema.iter_mut().enumerate() {
-            let _ = v;
             for m in 0..MINERS {
                 let s = speed(m, r, period);
                 e[usize::from(m)] = ema_alpha * s + (1.0 - ema_alpha) * e[usize::from(m)];
             }
-            let w = polylith_scoring::speed::max_upscale_u16(&e.to_vec());
+            let w = polylith_scoring::speed::max_upscale_u16(e.as_ref());
             committed[v].insert(
                 r,
                 w.iter()
