@@ -35,9 +35,24 @@ fn miners_by<'a>(report: &'a Value, behaviour: &str) -> Vec<&'a Value> {
 
 #[test]
 fn honest_miners_earn_and_cheaters_earn_nothing() {
-    let report = run_local(&["--rounds", "3"]);
-    assert_eq!(report["rounds"], 3, "three rounds completed: {report:#}");
-    assert_eq!(report["validators"].as_array().map(Vec::len), Some(2));
+    // Weights are revealed two rounds after the commitment and used two rounds later, so the
+    // epoch of round 8 pays for round 4's weights (after the replay miner was caught in
+    // round 2). Validator uid 2 copies without querying.
+    let report = run_local(&[
+        "--rounds",
+        "8",
+        "--validators",
+        "3",
+        "--validator-behaviours",
+        "honest,honest,copier",
+    ]);
+    assert_eq!(report["rounds"], 8, "eight rounds completed: {report:#}");
+    assert_eq!(report["validators"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        report["validators"][2]["dividend_share"].as_f64(),
+        Some(0.0),
+        "a copier without work proofs earns nothing: {report:#}"
+    );
 
     let honest = miners_by(&report, "honest");
     assert_eq!(honest.len(), 2);
@@ -95,11 +110,11 @@ fn llm_task_pays_honest_miners_only() {
         "--task",
         "llm",
         "--rounds",
-        "3",
+        "5",
         "--miners",
         "honest,honest,wrong-model,perturbed,truncated,quantized,random-tokens",
     ]);
-    assert_eq!(report["rounds"], 3, "{report:#}");
+    assert_eq!(report["rounds"], 5, "{report:#}");
     let honest = miners_by(&report, "honest");
     assert_eq!(honest.len(), 2);
     for m in &honest {
