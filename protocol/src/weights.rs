@@ -442,11 +442,16 @@ pub struct Evidence {
 
 impl Evidence {
     /// Evidence from two messages, if they are a valid equivocation: both verify, same
-    /// signer and round, different hashes. The pair is ordered by hash so that every
+    /// signer and round, different signed contents. The pair is ordered by hash so that every
     /// validator holding the same two messages holds the same evidence.
     pub fn new(a: WeightsMessage, b: WeightsMessage) -> Option<Self> {
         let (ka, kb) = (a.verify().ok()?, b.verify().ok()?);
         if ka != kb || a.round != b.round {
+            return None;
+        }
+        // sr25519 signatures are randomised, so one content signed twice gives two hashes:
+        // only different signed contents are an equivocation.
+        if a.signing_payload() == b.signing_payload() {
             return None;
         }
         let (ha, hb) = (a.hash(), b.hash());
@@ -548,6 +553,16 @@ mod v2_tests {
         assert!(
             Evidence::new(a.clone(), a.clone()).is_none(),
             "same message"
+        );
+        let resigned = WeightsMessage::sign(&k, 3, 10, [1; 32], a.reveal.clone(), vec![]);
+        assert_ne!(
+            resigned.hash(),
+            a.hash(),
+            "sr25519 signatures are randomised"
+        );
+        assert!(
+            Evidence::new(a.clone(), resigned).is_none(),
+            "one content signed twice is no equivocation"
         );
         let e = Evidence::new(b.clone(), a.clone()).expect("equivocation");
         assert_eq!(e.verify(), Some((k.public(), 3)));

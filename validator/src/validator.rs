@@ -831,8 +831,13 @@ impl Validator {
                     format!("no answer within {} ms", timeout.as_millis()),
                 )
             })??;
-        let msg: WeightsMessage = serde_json::from_slice(&body)
-            .map_err(|e| (PeerOutcome::BadSignature, format!("unparsable: {e}")))?;
+        let msg: WeightsMessage = serde_json::from_slice(&body).map_err(|e| {
+            // serde's message can quote the peer's bytes; keep only where it failed.
+            (
+                PeerOutcome::BadSignature,
+                format!("unparsable JSON at line {} column {}", e.line(), e.column()),
+            )
+        })?;
         match check_peer_weights(&msg, &expected, round) {
             PeerOutcome::Ok => Ok(msg),
             o => Err((
