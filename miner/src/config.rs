@@ -287,7 +287,8 @@ impl MinerConfig {
 
     /// Limits of the metrics listener: the API's timeouts, a smaller cap.
     pub fn metrics_listener_limits(&self) -> polylith_net::ListenerLimits {
-        self.listener_limits().for_metrics(self.metrics_max_connections)
+        self.listener_limits()
+            .for_metrics(self.metrics_max_connections)
     }
 
     /// Checks values that would make the daemon useless or unbounded.
