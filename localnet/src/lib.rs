@@ -350,7 +350,7 @@ impl LocalSubnet {
                     ] {
                         let shutdown = stopped(stop_rx.clone());
                         tasks.push(tokio::spawn(async move {
-                            if let Err(e) = axum_serve(l, router, shutdown).await {
+                            if let Err(e) = serve_router(l, router, shutdown).await {
                                 tracing::error!(error = %e, "validator API stopped with an error");
                             }
                         }));
@@ -575,14 +575,21 @@ impl LocalSubnet {
     }
 }
 
-async fn axum_serve(
+/// Serves a router that a test or the local subnet drives directly, under the same listener
+/// limits as the daemons, so the local subnet behaves as a deployed one does.
+async fn serve_router(
     listener: TcpListener,
     router: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    polylith_net::serve(
+        listener,
+        router,
+        polylith_net::ListenerLimits::default(),
+        polylith_net::ListenerObserver::default(),
+        shutdown,
+    )
+    .await
 }
 
 fn mean(it: impl Iterator<Item = f64>) -> f64 {
