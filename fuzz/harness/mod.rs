@@ -516,10 +516,17 @@ pub fn weights_message_structured(cur: &mut Cursor<'_>) {
         None,
         other.seen.clone(),
     );
-    if second.hash() != msg.hash() {
+    // Equivocation is two different signed contents; sr25519 signatures are randomised, so
+    // the same content signed twice has two hashes and must not count.
+    if second.signing_payload() != msg.signing_payload() {
         let evidence = Evidence::new(msg.clone(), second).expect("two messages, one round");
         assert_eq!(evidence.verify(), Some((key.public(), round)));
         json_round_trip(&evidence);
+    } else {
+        assert!(
+            Evidence::new(msg.clone(), second).is_none(),
+            "one content signed twice counted as equivocation"
+        );
     }
 }
 
