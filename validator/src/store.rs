@@ -63,18 +63,33 @@ fn prefixed(prefix: &[u8], round: u64) -> Vec<u8> {
 impl Store {
     /// Opens (creating) the database in `path`; errors name the path.
     pub fn open(path: &Path) -> Result<Self, ValidatorError> {
-        let db =
-            sled::Config::new()
-                .path(path)
-                .open()
-                .map_err(|source| ValidatorError::DbOpen {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-        Ok(Self {
-            db,
-            path: path.to_path_buf(),
-        })
+        // sled's flusher thread keeps the file lock for a moment after the last handle of a
+        // store in this process is dropped, so a reopen in the same process (tests, a
+        // restarted validator task) retries a lock conflict briefly instead of failing.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match sled::Config::new().path(path).open() {
+                Ok(db) => {
+                    return Ok(Self {
+                        db,
+                        path: path.to_path_buf(),
+                    });
+                }
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::Other
+                        && e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(source) => {
+                    return Err(ValidatorError::DbOpen {
+                        path: path.to_path_buf(),
+                        source,
+                    });
+                }
+            }
+        }
     }
 
     /// Where the database lives.
