@@ -326,16 +326,21 @@ async fn connection(
         let activity = activity.clone();
         let timed_out = timed_out.clone();
         let body_timeout = limits.body_read_timeout;
+        let observer = observer.clone();
         hyper::service::service_fn(move |req: Request<Incoming>| {
             let router = router.clone();
             let running = InHandler::new(activity.clone());
             let timed_out = timed_out.clone();
+            let observer = observer.clone();
             async move {
                 let req =
                     req.map(|b| Body::new(TimedBody::new(b, body_timeout, timed_out.clone())));
                 let response = router.oneshot(req).await;
                 drop(running);
                 if timed_out.flag.load(Ordering::Acquire) {
+                    // Counted here, before the 408 is written: hyper may finish the
+                    // connection before the select loop below sees the notification.
+                    observer.record(Event::BodyTimeout);
                     return Ok(request_timeout());
                 }
                 response
@@ -368,7 +373,6 @@ async fn connection(
                 break;
             }
             () = timed_out.notify.notified(), if !closing => {
-                observer.record(Event::BodyTimeout);
                 // Let the 408 go out, then close; the idle timer cuts a client that won't read.
                 conn.as_mut().graceful_shutdown();
                 closing = true;
