@@ -1,13 +1,15 @@
 //! One Yuma epoch on a large subnet: 4096 uids, 256 validators each weighting all 3840 miners.
 //!
-//! Two groups: `yuma_epoch` measures wall-clock time (criterion's default), and
+//! Two groups: `yuma_epoch` measures wall-clock time (criterion's default) of `epoch` on the
+//! threads it picks for this machine and of `epoch_with_threads(.., 1)`; and
 //! `yuma_epoch_thread_cpu` the on-CPU time of the benchmarking thread (from
-//! `/proc/thread-self/schedstat`), which stays meaningful on a machine shared with other work.
-//! The epoch is single-threaded, so the thread's CPU time is all of its CPU time.
+//! `/proc/thread-self/schedstat`) running the epoch on one thread, which stays meaningful on a
+//! machine shared with other work: on one thread, the thread's CPU time is all of the epoch's
+//! CPU time. (`polylith bench yuma` reports the process CPU time of the multi-threaded run.)
 
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use polylith_scoring::yuma::{EpochInputs, EpochParams, epoch};
+use polylith_scoring::yuma::{EpochInputs, EpochParams, epoch, epoch_with_threads};
 use std::hint::black_box;
 
 const N: u16 = 4096;
@@ -163,6 +165,12 @@ fn bench(c: &mut Criterion) {
     group.bench_function("4096uids_256validators_yuma3_liquid_alpha", |b| {
         b.iter(|| epoch(black_box(&yuma3), black_box(&inputs)))
     });
+    group.bench_function("4096uids_256validators_yuma2_1thread", |b| {
+        b.iter(|| epoch_with_threads(black_box(&yuma2), black_box(&inputs), 1))
+    });
+    group.bench_function("4096uids_256validators_yuma3_liquid_alpha_1thread", |b| {
+        b.iter(|| epoch_with_threads(black_box(&yuma3), black_box(&inputs), 1))
+    });
     group.finish();
 }
 
@@ -175,11 +183,11 @@ fn bench_cpu(c: &mut Criterion<ThreadCpu>) {
     group.sample_size(20);
     let (yuma2, yuma3) = params();
     let inputs = subnet();
-    group.bench_function("4096uids_256validators_yuma2", |b| {
-        b.iter(|| epoch(black_box(&yuma2), black_box(&inputs)))
+    group.bench_function("4096uids_256validators_yuma2_1thread", |b| {
+        b.iter(|| epoch_with_threads(black_box(&yuma2), black_box(&inputs), 1))
     });
-    group.bench_function("4096uids_256validators_yuma3_liquid_alpha", |b| {
-        b.iter(|| epoch(black_box(&yuma3), black_box(&inputs)))
+    group.bench_function("4096uids_256validators_yuma3_liquid_alpha_1thread", |b| {
+        b.iter(|| epoch_with_threads(black_box(&yuma3), black_box(&inputs), 1))
     });
     group.finish();
 }

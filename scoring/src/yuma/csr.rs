@@ -98,6 +98,19 @@ impl Csr {
         s
     }
 
+    /// [`Self::col_sums`] and whether every term was non-negative (see [`super::par`]).
+    pub fn col_sums_checked(&self, columns: usize) -> (Vec<I32F32>, bool) {
+        let mut s = vec![ZERO; columns];
+        let mut neg = 0i64;
+        for (j, v) in &self.entries {
+            if let Some(c) = s.get_mut(usize::from(*j)) {
+                *c = add(*c, *v);
+                neg |= v.to_bits();
+            }
+        }
+        (s, neg >= 0)
+    }
+
     /// [`super::math::inplace_row_normalize_sparse`].
     pub fn row_normalize(&mut self) {
         for row in self.rows_mut() {
@@ -112,7 +125,7 @@ impl Csr {
     }
 
     /// Divides each entry by `per_column[j]` where that is given (entries beyond it stay).
-    fn divide_columns(&mut self, per_column: &[Option<Divisor>]) {
+    pub fn divide_columns(&mut self, per_column: &[Option<Divisor>]) {
         for (j, v) in &mut self.entries {
             if let Some(Some(d)) = per_column.get(usize::from(*j)) {
                 *v = d.div(*v);
@@ -139,8 +152,16 @@ impl Csr {
         sums: &[I32F32],
         v: &[I32F32],
     ) -> (Vec<I32F32>, Vec<I32F32>) {
-        let divisors = column_divisors(sums);
-        let mut col_max = vec![ZERO; sums.len()];
+        self.divide_matmul_transpose_max(&column_divisors(sums), v)
+    }
+
+    /// [`Self::col_normalize_matmul_transpose_max`] with the divisors already made.
+    pub fn divide_matmul_transpose_max(
+        &mut self,
+        divisors: &[Option<Divisor>],
+        v: &[I32F32],
+    ) -> (Vec<I32F32>, Vec<I32F32>) {
+        let mut col_max = vec![ZERO; divisors.len()];
         let mut out = Vec::with_capacity(self.lens.len());
         for row in self.rows_mut() {
             let mut acc = ZERO;
@@ -192,8 +213,20 @@ impl Csr {
     }
 }
 
+/// [`Csr::col_sums`] of the matrix whose consecutive row blocks are `blocks`, in one
+/// sequential pass (row-major order, as on one thread).
+pub fn col_sums_blocks(blocks: &[Csr], columns: usize) -> Vec<I32F32> {
+    let mut s = vec![ZERO; columns];
+    for (j, v) in blocks.iter().flat_map(|m| &m.entries) {
+        if let Some(c) = s.get_mut(usize::from(*j)) {
+            *c = add(*c, *v);
+        }
+    }
+    s
+}
+
 /// One divisor per column: `Some` where the column's value is nonzero.
-fn column_divisors(values: &[I32F32]) -> Vec<Option<Divisor>> {
+pub fn column_divisors(values: &[I32F32]) -> Vec<Option<Divisor>> {
     values
         .iter()
         .map(|s| (*s != ZERO).then(|| Divisor::new(*s)))
@@ -202,38 +235,78 @@ fn column_divisors(values: &[I32F32]) -> Vec<Option<Divisor>> {
 
 /// [`safe_div`] by one fixed divisor, with the 128-bit division avoided where it is exact to.
 ///
-/// For `0 <= a < 1` the quotient is `(a << 32) / b` in 64 bits (as in [`safe_div`]). When
-/// `b` is a whole number `B` (low 32 bits zero) and `a >= 0`, `(a·2^32)/(B·2^32) = a/B`, again
-/// 64-bit. Everything else goes to [`safe_div`]. Kept to 8 bytes: a column's divisors are
-/// read once per row, so a small table matters more than the cost of the division.
+/// For `0 <= a < 1` the quotient is `floor((a << 32) / b)` on the bits (as in [`safe_div`]).
+/// When `b` is a whole number `B` (low 32 bits zero) and `a >= 0`, `(a·2^32)/(B·2^32) = a/B`
+/// on the bits. Both are 64-bit quotients `floor(n / d)` by a divisor fixed per column or
+/// row, so they are taken by multiplying with a reciprocal ([`div_by_reciprocal`]) instead of
+/// a hardware division. Everything else goes to [`safe_div`].
 #[derive(Debug, Clone, Copy)]
-pub struct Divisor(I32F32);
+pub struct Divisor {
+    bits: I32F32,
+    /// [`reciprocal`] of the bits (for `b > 0`).
+    recip: u64,
+    /// [`reciprocal`] of `B = bits >> 32` when `b` is a positive whole number, else 0.
+    recip_whole: u64,
+}
+
+/// `floor((2^64 − 1) / d)`, the multiplier [`div_by_reciprocal`] needs (0 for `d = 0`).
+#[inline]
+pub fn reciprocal(d: u64) -> u64 {
+    u64::MAX.checked_div(d).unwrap_or(0)
+}
+
+/// `floor(n / d)` for `d >= 1`, given `m = reciprocal(d)`, without a hardware division.
+///
+/// `q̂ = floor(n·m / 2^64)` satisfies `q − 2 <= q̂ <= q`: `m·d <= 2^64 − 1` gives
+/// `n·m/2^64 < n/d`, and `m > (2^64 − 1)/d − 1` gives `n·m/2^64 > n/d − n(1 + d)/(d·2^64)
+/// > n/d − 2` because `n < 2^64` and `(1 + d)/d <= 2`. The remainder `n − q̂·d` is then
+/// below `3d`, and two conditional steps give `q`. Property-tested against `/`.
+#[inline]
+pub fn div_by_reciprocal(n: u64, d: u64, m: u64) -> u64 {
+    // The u128 product shifted by 64 is below 2^64, so the cast keeps every bit.
+    let mut q = ((u128::from(n).wrapping_mul(u128::from(m))) >> 64) as u64;
+    // q·d <= n (q̂ never exceeds the true quotient), so neither step wraps.
+    let mut r = n.wrapping_sub(q.wrapping_mul(d));
+    let step = u64::from(r >= d);
+    q = q.wrapping_add(step);
+    r = r.wrapping_sub(step.wrapping_mul(d));
+    q.wrapping_add(u64::from(r >= d))
+}
 
 impl Divisor {
     /// Prepares division by `b`.
     pub fn new(b: I32F32) -> Self {
-        Self(b)
+        let y = u64::try_from(b.to_bits()).unwrap_or(0);
+        let recip_whole = if y & FRAC_MASK == 0 {
+            reciprocal(y >> 32)
+        } else {
+            0
+        };
+        Self {
+            bits: b,
+            recip: reciprocal(y),
+            recip_whole,
+        }
     }
 
     /// `safe_div(a, b)`.
     #[inline]
     pub fn div(&self, a: I32F32) -> I32F32 {
-        if let (Ok(x), Ok(y)) = (u64::try_from(a.to_bits()), u64::try_from(self.0.to_bits())) {
+        if let (Ok(x), Ok(y)) = (
+            u64::try_from(a.to_bits()),
+            u64::try_from(self.bits.to_bits()),
+        ) {
             if x < (1 << 32) && y != 0 {
-                return (x << 32)
-                    .checked_div(y)
-                    .and_then(|q| i64::try_from(q).ok())
-                    .map_or(ZERO, I32F32::from_bits);
+                let q = div_by_reciprocal(x << 32, y, self.recip);
+                return i64::try_from(q).map_or(ZERO, I32F32::from_bits);
             }
             if y & FRAC_MASK == 0 && y != 0 {
                 // x < 2^63 and y >> 32 >= 1, so the quotient fits i64.
-                return x
-                    .checked_div(y >> 32)
-                    .and_then(|q| i64::try_from(q).ok())
-                    .map_or(ZERO, I32F32::from_bits);
+                let q = div_by_reciprocal(x, y >> 32, self.recip_whole);
+                return i64::try_from(q).map_or(ZERO, I32F32::from_bits);
             }
         }
-        safe_div(a, self.0)
+        safe_div(a, self.bits)
     }
 }
 
@@ -249,18 +322,24 @@ pub fn clip(v: I32F32, t: I32F32) -> Option<I32F32> {
 
 /// Sparse EMA with one alpha ([`super::math::mat_ema_sparse`]) into a new flat matrix.
 pub fn mat_ema(new: &Csr, old: &Csr, alpha: I32F32) -> Csr {
-    mat_ema_with_sums(new, old, alpha).0
+    mat_ema_with_sums(new, old, alpha, new.rows_len()).0
 }
 
-/// [`mat_ema`] and the result's column sums ([`Csr::col_sums`] over `new.rows_len()` columns).
-pub fn mat_ema_with_sums(new: &Csr, old: &Csr, alpha: I32F32) -> (Csr, Vec<I32F32>) {
-    let n = new.rows_len();
+/// [`mat_ema`] over `columns` columns (the uid count; a row block of the matrix has fewer
+/// rows) and the result's column sums ([`Csr::col_sums`]; every kept entry is positive).
+pub fn mat_ema_with_sums(
+    new: &Csr,
+    old: &Csr,
+    alpha: I32F32,
+    columns: usize,
+) -> (Csr, Vec<I32F32>) {
+    let n = columns;
     let one_minus_alpha = ONE.saturating_sub(alpha);
     let mut acc = vec![ZERO; n];
     let mut sums = vec![ZERO; n];
     let mut old_rows = old.rows();
     let mut out = Csr {
-        lens: Vec::with_capacity(n),
+        lens: Vec::with_capacity(new.rows_len()),
         entries: Vec::with_capacity(new.entries.len().max(old.entries.len())),
     };
     for new_row in new.rows() {
@@ -298,6 +377,20 @@ pub fn weighted_median_col(
     columns: usize,
     majority: I32F32,
 ) -> Vec<I32F32> {
+    weighted_median_col_blocks(stake, std::slice::from_ref(score), columns, majority, 1)
+}
+
+/// [`weighted_median_col`] of the matrix whose consecutive row blocks are `blocks`, on up to
+/// `threads` threads: each block fills its validators' rows of the dense score table, then
+/// each thread takes a contiguous range of columns. Every column's median is computed exactly
+/// as on one thread, so the result does not depend on `threads` or on the cut into blocks.
+pub fn weighted_median_col_blocks(
+    stake: &[I32F32],
+    blocks: &[Csr],
+    columns: usize,
+    majority: I32F32,
+    threads: usize,
+) -> Vec<I32F32> {
     let mut use_stake: Vec<I32F32> = stake.iter().copied().filter(|s| *s > ZERO).collect();
     super::math::inplace_normalize(&mut use_stake);
     let stake_sum = super::math::sum(&use_stake);
@@ -307,46 +400,74 @@ pub fn weighted_median_col(
     if k_count == 0 {
         return median;
     }
+    let width = columns.max(1);
     // Scores of the staked validators, row-major and dense (a missing entry scores 0; a
     // duplicate column keeps its last value, as the original's scatter does).
     let mut dense = vec![ZERO; columns.saturating_mul(k_count)];
-    let mut dense_rows = dense.chunks_exact_mut(columns.max(1));
-    for (row, s) in score.rows().zip(stake) {
-        if *s <= ZERO {
-            continue;
-        }
-        let Some(out) = dense_rows.next() else {
-            break;
-        };
-        for (c, v) in row {
-            if let Some(cell) = out.get_mut(usize::from(*c)) {
-                *cell = *v;
-            }
-        }
+    let mut jobs = Vec::with_capacity(blocks.len());
+    let mut rest: &mut [I32F32] = &mut dense;
+    let mut row0 = 0usize;
+    for m in blocks {
+        let rows = m.rows_len();
+        let st = stake.get(row0..).unwrap_or(&[]);
+        let st = st.get(..rows).unwrap_or(st);
+        let staked = st.iter().filter(|s| **s > ZERO).count();
+        let cut = staked.saturating_mul(width).min(rest.len());
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(cut);
+        rest = tail;
+        jobs.push((m, st, head));
+        row0 = row0.saturating_add(rows);
     }
-    // Columns are gathered a block at a time so both the reads and the writes stay in cache.
-    const BLOCK: usize = 32;
-    let mut cells: Vec<(I32F32, I32F32)> = vec![(ZERO, ZERO); BLOCK.saturating_mul(k_count)];
-    let mut scratch = MedianScratch::default();
-    for (block, medians) in median.chunks_mut(BLOCK).enumerate() {
-        let c0 = block.saturating_mul(BLOCK);
-        let width = medians.len();
-        for (t, (row, st)) in dense
-            .chunks_exact(columns.max(1))
-            .zip(&use_stake)
-            .enumerate()
-        {
-            let part = row.get(c0..c0.saturating_add(width)).unwrap_or(&[]);
-            for (c, v) in part.iter().enumerate() {
-                if let Some(cell) = cells.get_mut(c.saturating_mul(k_count).saturating_add(t)) {
-                    *cell = (*v, *st);
+    super::par::map(jobs, |(m, st, out)| {
+        let mut dense_rows = out.chunks_exact_mut(width);
+        for (row, s) in m.rows().zip(st) {
+            if *s <= ZERO {
+                continue;
+            }
+            let Some(out) = dense_rows.next() else {
+                break;
+            };
+            for (c, v) in row {
+                if let Some(cell) = out.get_mut(usize::from(*c)) {
+                    *cell = *v;
                 }
             }
         }
-        for (m, col) in medians.iter_mut().zip(cells.chunks_exact(k_count)) {
-            *m = scratch.weighted_median(col, minority, ZERO, stake_sum);
+    });
+    // Columns are gathered a block at a time so both the reads and the writes stay in cache;
+    // each thread takes a run of whole column blocks.
+    const BLOCK: usize = 32;
+    let col_blocks = columns.div_ceil(BLOCK);
+    let per_thread = col_blocks
+        .div_ceil(threads.max(1))
+        .max(1)
+        .saturating_mul(BLOCK);
+    let dense = &dense;
+    let use_stake = &use_stake;
+    let parts: Vec<(usize, &mut [I32F32])> = median
+        .chunks_mut(per_thread)
+        .enumerate()
+        .map(|(t, part)| (t.saturating_mul(per_thread), part))
+        .collect();
+    super::par::map(parts, |(first, part)| {
+        let mut cells: Vec<(I32F32, I32F32)> = vec![(ZERO, ZERO); BLOCK.saturating_mul(k_count)];
+        let mut scratch = MedianScratch::default();
+        for (block, medians) in part.chunks_mut(BLOCK).enumerate() {
+            let c0 = first.saturating_add(block.saturating_mul(BLOCK));
+            let width_here = medians.len();
+            for (t, (row, st)) in dense.chunks_exact(width).zip(use_stake).enumerate() {
+                let part = row.get(c0..c0.saturating_add(width_here)).unwrap_or(&[]);
+                for (c, v) in part.iter().enumerate() {
+                    if let Some(cell) = cells.get_mut(c.saturating_mul(k_count).saturating_add(t)) {
+                        *cell = (*v, *st);
+                    }
+                }
+            }
+            for (m, col) in medians.iter_mut().zip(cells.chunks_exact(k_count)) {
+                *m = scratch.weighted_median(col, minority, ZERO, stake_sum);
+            }
         }
-    }
+    });
     median
 }
 
@@ -488,10 +609,23 @@ mod tests {
 
     proptest! {
         #[test]
-        fn divisor_equals_safe_div(a in any::<i64>(), b in any::<i64>(), small in 0i64..(1 << 32), whole in 0i64..(1 << 31), wb in 1i64..(1 << 31)) {
-            for (x, y) in [(a, b), (small, b), (a, wb << 32), (small, wb << 32), (whole << 32, wb << 32), (a, 1), (small, 0), (a, 0), (-small, wb << 32)] {
+        fn divisor_equals_safe_div(a in any::<i64>(), b in any::<i64>(), small in 0i64..(1 << 32), whole in 0i64..(1 << 31), wb in 1i64..(1 << 31), tiny in 1i64..(1 << 20), mid in 1i64..(1 << 40), k in 0u32..63) {
+            // The reciprocal path (0 <= x < 2^32, y > 0) at every divisor scale, including
+            // y = 1 and powers of two (where q̂ is furthest from q) and quotients >= 2^63.
+            let edge = [(1i64 << 32) - 1, 0, 1, small];
+            for (x, y) in [(a, b), (small, b), (a, wb << 32), (small, wb << 32), (whole << 32, wb << 32), (a, 1), (small, 0), (a, 0), (-small, wb << 32), (small, tiny), (small, mid), (small, 1 << k), (small, (1 << k) - 1), (small, (1 << k) + 1), (small, small.max(1)), (small, i64::MAX)]
+                .into_iter()
+                .chain(edge.iter().flat_map(|x| [(*x, 1), (*x, 2), (*x, 3), (*x, tiny), (*x, mid), (*x, i64::MAX), (*x, 1 << k)]))
+            {
                 let (x, y) = (I32F32::from_bits(x), I32F32::from_bits(y));
                 prop_assert_eq!(Divisor::new(y).div(x), safe_div(x, y), "{} / {}", x, y);
+            }
+        }
+
+        #[test]
+        fn division_by_reciprocal_equals_hardware_division(n in any::<u64>(), d in any::<u64>(), small in 1u64..(1 << 20), k in 0u32..64) {
+            for (n, d) in [(n, d.max(1)), (n, small), (n, 1), (n, 1 << k), (n, (1 << k) | 1), (n, ((1u64 << k) - 1).max(1)), (u64::MAX, d.max(1)), (u64::MAX, small), (u64::MAX, 1 << k), (d, small), (0, small)] {
+                prop_assert_eq!(div_by_reciprocal(n, d, reciprocal(d)), n / d, "{} / {}", n, d);
             }
         }
 

@@ -628,11 +628,26 @@ fn alpha_sigmoid_scaled(
     alpha_high: I32F32,
     scale: I32F32,
 ) -> I32F32 {
+    let x = sigmoid_exponent(consensus, weight, bond, scale);
+    alpha_from_exp(exp_safe(x), alpha_low, alpha_high)
+}
+
+/// The exponent of [`alpha_sigmoid`]'s sigmoid: `scale · (combined − ½)`.
+pub(crate) fn sigmoid_exponent(
+    consensus: I32F32,
+    weight: I32F32,
+    bond: I32F32,
+    scale: I32F32,
+) -> I32F32 {
     let diff_buy = clamp_value(weight.saturating_sub(consensus), ZERO, ONE);
     let diff_sell = clamp_value(bond.saturating_sub(weight), ZERO, ONE);
     let combined = if weight >= bond { diff_buy } else { diff_sell };
-    let x = scale.saturating_mul(combined.saturating_sub(HALF));
-    let denominator = ONE.saturating_add(exp_safe(x));
+    scale.saturating_mul(combined.saturating_sub(HALF))
+}
+
+/// The rest of [`alpha_sigmoid`] once `e = exp_safe(x)` is known.
+pub(crate) fn alpha_from_exp(e: I32F32, alpha_low: I32F32, alpha_high: I32F32) -> I32F32 {
+    let denominator = ONE.saturating_add(e);
     let sigmoid = one_over(denominator).unwrap_or_else(|| ONE.saturating_div(denominator));
     let alpha =
         alpha_low.saturating_add(sigmoid.saturating_mul(alpha_high.saturating_sub(alpha_low)));
@@ -644,7 +659,7 @@ fn alpha_sigmoid_scaled(
 /// The quotient is `floor(2^64 / y)` on the bits, which is `floor((2^64 − 1) / y)` plus one
 /// exactly when `y` divides 2^64 (a power of two): a 64-bit division instead of a 128-bit one.
 #[inline]
-fn one_over(y: I32F32) -> Option<I32F32> {
+pub(crate) fn one_over(y: I32F32) -> Option<I32F32> {
     let y = u64::try_from(y.to_bits())
         .ok()
         .filter(|y| *y >= (1 << 32))?;

@@ -7,15 +7,16 @@
 
 pub mod csr;
 pub mod io;
+pub mod lanes;
 pub mod math;
+pub mod par;
 pub mod reference;
 
 use csr::Csr;
 use math::{
     ONE, SparseMatrix, SparseRow, ZERO, col_clip_sparse, fixed_proportion_to_u16,
     inplace_normalize, inplace_normalize_64, inplace_normalize_using_sum, interpolate_sparse,
-    is_topk_nonzero, liquid_alpha_row, mat_ema_alpha_sparse_row, share_to_amount, sum,
-    u16_proportion_to_fixed,
+    is_topk_nonzero, mat_ema_alpha_sparse_row, share_to_amount, sum, u16_proportion_to_fixed,
 };
 use serde::{Deserialize, Serialize};
 use substrate_fixed::types::{I32F32, I64F64};
@@ -241,7 +242,25 @@ pub(crate) fn ema_alpha(bonds_moving_average: u64) -> I32F32 {
 
 /// Runs one epoch (§5): activity, stake, permits, weights, consensus, incentive, bonds,
 /// dividends and emission. Pure and panic-free; fails only on inconsistent input lengths.
+///
+/// A large epoch runs on several threads ([`par::default_threads`]); the output is the same
+/// bits on any number of threads ([`epoch_with_threads`]).
 pub fn epoch(params: &EpochParams, inputs: &EpochInputs) -> Result<EpochOutput, YumaError> {
+    let entries = inputs
+        .weights
+        .iter()
+        .chain(&inputs.bonds_before)
+        .fold(0usize, |acc, r| acc.saturating_add(r.len()));
+    epoch_with_threads(params, inputs, par::default_threads(entries))
+}
+
+/// [`epoch`] on at most `threads` threads (0 means 1). The result does not depend on
+/// `threads`: rows and columns are split, never the order of a sum (see [`par`]).
+pub fn epoch_with_threads(
+    params: &EpochParams,
+    inputs: &EpochInputs,
+    threads: usize,
+) -> Result<EpochOutput, YumaError> {
     let n = inputs.stake.len();
     if n > usize::from(u16::MAX) {
         return Err(YumaError::TooManyUids(n));
@@ -332,6 +351,8 @@ pub fn epoch(params: &EpochParams, inputs: &EpochInputs) -> Result<EpochOutput, 
 
     // §5.5 weights: permit, self-weight, outdated, commit-reveal, row normalise. The masks
     // only ever drop single entries, so they are applied in one pass while the rows are read.
+    // The matrices are cut into row blocks, one per thread (see `par`); the stored bonds
+    // (§5.10) of the same rows are read in the same pass.
     let commit_blocks: Option<Vec<u64>> =
         params
             .commit_reveal_mask
@@ -339,19 +360,36 @@ pub fn epoch(params: &EpochParams, inputs: &EpochInputs) -> Result<EpochOutput, 
                 Some(cb) => cb.iter().map(|c| c.unwrap_or(u64::MAX)).collect(),
                 None => vec![u64::MAX; n],
             });
-    let capacity = inputs.weights.iter().map(Vec::len).sum();
-    let mut weights = Csr::from_rows(
-        inputs
-            .weights
-            .iter()
-            .zip(&forbid)
-            .enumerate()
-            .map(|(i, (row, fb))| {
+    let last_tempo = if params.last_mechanism_step_block == 0 {
+        current_block.saturating_sub(params.tempo)
+    } else {
+        params.last_mechanism_step_block.saturating_add(1)
+    };
+    let bond_conv: fn(u16) -> I32F32 = if params.yuma3 {
+        u16_proportion_to_fixed
+    } else {
+        math::from_u16
+    };
+    let costs: Vec<usize> = inputs
+        .weights
+        .iter()
+        .zip(&inputs.bonds_before)
+        .map(|(w, b)| w.len().saturating_add(b.len()))
+        .collect();
+    let ranges = par::split_rows(&costs, threads);
+    let starts: Vec<usize> = ranges.iter().map(|r| r.start).collect();
+    let built = par::map(ranges, |r| {
+        let start = r.start;
+        let w_rows = inputs.weights.get(r.clone()).unwrap_or(&[]);
+        let mut weights = Csr::from_rows(
+            w_rows.iter().enumerate().map(|(k, row)| {
+                let i = start.saturating_add(k);
+                let fb = forbid.get(i).copied().unwrap_or(true);
                 let updated = lu.get(i).copied().unwrap_or(0);
                 let committed = commit_blocks.as_ref().and_then(|c| c.get(i)).copied();
                 let self_ok = Some(i) == owner;
                 row.iter()
-                    .take(if *fb { 0 } else { usize::MAX })
+                    .take(if fb { 0 } else { usize::MAX })
                     .filter(move |(j, _)| {
                         let j = usize::from(*j);
                         let Some(registered) = reg.get(j) else {
@@ -363,115 +401,222 @@ pub fn epoch(params: &EpochParams, inputs: &EpochInputs) -> Result<EpochOutput, 
                     })
                     .map(|(j, v)| (*j, math::from_u16(*v)))
             }),
-        capacity,
-    );
-    weights.row_normalize();
+            w_rows.iter().map(Vec::len).sum(),
+        );
+        weights.row_normalize();
+        let b_rows = inputs.bonds_before.get(r).unwrap_or(&[]);
+        let bonds = Csr::from_rows(
+            b_rows.iter().map(|row| {
+                row.iter()
+                    .filter(|(j, _)| reg.get(usize::from(*j)).is_some_and(|r| last_tempo > *r))
+                    .map(move |(j, v)| (*j, bond_conv(*v)))
+            }),
+            b_rows.iter().map(Vec::len).sum(),
+        );
+        // Yuma2 column-normalises the stored bonds; Yuma3 never reads their column sums.
+        let bond_sums = if params.yuma3 {
+            (Vec::new(), true)
+        } else {
+            bonds.col_sums_checked(n)
+        };
+        (weights, bonds, bond_sums)
+    });
+    let mut weights = Vec::with_capacity(built.len());
+    let mut bonds = Vec::with_capacity(built.len());
+    let mut bond_sum_parts = Vec::with_capacity(built.len());
+    for (w, b, s) in built {
+        weights.push(w);
+        bonds.push(b);
+        bond_sum_parts.push(s);
+    }
 
     // §5.6 consensus.
     let kappa = u16_proportion_to_fixed(params.kappa_u16);
-    let consensus = csr::weighted_median_col(&active_stake, &weights, n, kappa);
+    let consensus = csr::weighted_median_col_blocks(&active_stake, &weights, n, kappa, threads);
     let threshold = |j: u16| consensus.get(usize::from(j)).copied().unwrap_or(ZERO);
 
     // §5.7 validator trust and §5.8 incentive, read off the clipped weights as they are made.
-    let mut incentive = vec![ZERO; n];
-    let validator_trust: Vec<I32F32> = weights
-        .rows()
-        .zip(active_stake.iter().chain(std::iter::repeat(&ZERO)))
-        .map(|(row, a)| {
-            let mut trust = ZERO;
-            for (j, v) in row {
-                if let Some(c) = csr::clip(*v, threshold(*j)) {
-                    trust = math::add(trust, c);
-                    if let Some(o) = incentive.get_mut(usize::from(*j)) {
-                        *o = math::add(*o, math::mul(*a, c));
+    let trust_incentive = |m: &Csr, start: usize, incentive: &mut [I32F32], neg: &mut i64| {
+        let a_rows = active_stake.get(start..).unwrap_or(&[]);
+        m.rows()
+            .zip(a_rows.iter().chain(std::iter::repeat(&ZERO)))
+            .map(|(row, a)| {
+                let mut trust = ZERO;
+                for (j, v) in row {
+                    if let Some(c) = csr::clip(*v, threshold(*j)) {
+                        trust = math::add(trust, c);
+                        if let Some(o) = incentive.get_mut(usize::from(*j)) {
+                            let t = math::mul(*a, c);
+                            *neg |= t.to_bits();
+                            *o = math::add(*o, t);
+                        }
+                    }
+                }
+                trust
+            })
+            .collect::<Vec<I32F32>>()
+    };
+    let jobs: Vec<(&Csr, usize)> = weights.iter().zip(starts.iter().copied()).collect();
+    let parts = par::map(jobs, |(m, start)| {
+        let mut incentive = vec![ZERO; n];
+        let mut neg = 0i64;
+        let trust = trust_incentive(m, start, &mut incentive, &mut neg);
+        (trust, (incentive, neg >= 0))
+    });
+    let mut validator_trust = Vec::with_capacity(n);
+    let mut incentive_parts = Vec::with_capacity(parts.len());
+    for (t, p) in parts {
+        validator_trust.extend(t);
+        incentive_parts.push(p);
+    }
+    let mut incentive = par::combine_sums(&incentive_parts, n).unwrap_or_else(|| {
+        // A negative term: one sequential pass, in row order, as on one thread.
+        let mut incentive = vec![ZERO; n];
+        let mut neg = 0i64;
+        for (m, start) in weights.iter().zip(&starts) {
+            trust_incentive(m, *start, &mut incentive, &mut neg);
+        }
+        incentive
+    });
+    inplace_normalize(&mut incentive);
+
+    // §5.9 weights for bonds: β = 1 (the default) is the clipped matrix itself. Row-local,
+    // so each block does it at the start of its bonds pass.
+    let beta = u16_proportion_to_fixed(params.bonds_penalty_u16);
+    let weights_for_bonds = |m: &mut Csr| {
+        if beta == ONE {
+            m.retain_map(|_, j, v| csr::clip(v, threshold(j)));
+        } else if beta != ZERO {
+            let rows: SparseMatrix = m.rows().map(<[_]>::to_vec).collect();
+            let clipped = col_clip_sparse(&rows, &consensus);
+            let mixed = interpolate_sparse(&rows, &clipped, n, beta);
+            *m = Csr::from_rows(mixed.iter().map(|r| r.iter().copied()), 0);
+        }
+    };
+
+    // §5.10 bonds and dividends; §5.12 bonds written back: quantised rows of uids holding a
+    // new permit.
+    let quantise = |m: &Csr, start: usize, out: &mut Vec<U16Row>| {
+        let permits = new_permits.get(start..).unwrap_or(&[]);
+        out.extend(m.rows().zip(permits).map(|(row, permit)| {
+            if *permit {
+                row.iter()
+                    .map(|(j, v)| (*j, fixed_proportion_to_u16(*v)))
+                    .collect()
+            } else {
+                Vec::new()
+            }
+        }));
+    };
+    let (mut dividends, bonds_after) = if params.yuma3 {
+        let liquid = params.liquid_alpha && consensus.iter().any(|c| *c != ZERO);
+        let jobs: Vec<(&mut Csr, &Csr)> = weights.iter_mut().zip(&bonds).collect();
+        let made = par::map(jobs, |(m, b)| {
+            weights_for_bonds(m);
+            let ema = yuma3_bonds(params, liquid, m, b, &consensus, n);
+            let sums = ema.col_sums_checked(n);
+            (ema, sums)
+        });
+        let (ema_bonds, sum_parts): (Vec<Csr>, Vec<_>) = made.into_iter().unzip();
+        let sums =
+            par::combine_sums(&sum_parts, n).unwrap_or_else(|| csr::col_sums_blocks(&ema_bonds, n));
+        // Dividends read the column-normalised bonds; the unnormalised ones are stored.
+        let col_div = csr::column_divisors(&sums);
+        let jobs: Vec<(&Csr, usize)> = ema_bonds.iter().zip(starts.iter().copied()).collect();
+        let parts = par::map(jobs, |(m, start)| {
+            let a_rows = active_stake.get(start..).unwrap_or(&[]);
+            let dividends: Vec<I32F32> = m
+                .rows()
+                .zip(a_rows)
+                .map(|(row, a)| {
+                    let b = row.iter().fold(ZERO, |acc, (j, x)| {
+                        let x = match col_div.get(usize::from(*j)) {
+                            Some(Some(d)) => d.div(*x),
+                            _ => *x,
+                        };
+                        let ij = incentive.get(usize::from(*j)).copied().unwrap_or(ZERO);
+                        math::add(acc, math::mul(ij, x))
+                    });
+                    b.checked_mul(*a).unwrap_or(ZERO)
+                })
+                .collect();
+            let mut stored = Vec::with_capacity(m.rows_len());
+            quantise(m, start, &mut stored);
+            (dividends, stored)
+        });
+        let mut dividends = Vec::with_capacity(n);
+        let mut bonds_after = Vec::with_capacity(n);
+        for (d, b) in parts {
+            dividends.extend(d);
+            bonds_after.extend(b);
+        }
+        inplace_normalize(&mut dividends);
+        (dividends, bonds_after)
+    } else {
+        let bond_sums = par::combine_sums(&bond_sum_parts, n)
+            .unwrap_or_else(|| csr::col_sums_blocks(&bonds, n));
+        let bond_div = csr::column_divisors(&bond_sums);
+        // Each column sum of the weighted delta is accumulated row after row as the entries
+        // are made, which is the order a separate pass would add them in.
+        let jobs: Vec<(&mut Csr, &mut Csr, usize)> = weights
+            .iter_mut()
+            .zip(bonds.iter_mut())
+            .zip(starts.iter().copied())
+            .map(|((w, b), s)| (w, b, s))
+            .collect();
+        let delta_sum_parts = par::map(jobs, |(delta, b, start)| {
+            weights_for_bonds(delta);
+            b.divide_columns(&bond_div);
+            let a_rows = active_stake.get(start..).unwrap_or(&[]);
+            let mut sums = vec![ZERO; n];
+            let mut neg = 0i64;
+            for (row, a) in delta.rows_mut().zip(a_rows) {
+                for (j, v) in row.iter_mut() {
+                    *v = math::mul(*v, *a);
+                    if let Some(c) = sums.get_mut(usize::from(*j)) {
+                        neg |= v.to_bits();
+                        *c = math::add(*c, *v);
                     }
                 }
             }
-            trust
-        })
-        .collect();
-    inplace_normalize(&mut incentive);
-
-    // §5.9 weights for bonds: β = 1 (the default) is the clipped matrix itself.
-    let beta = u16_proportion_to_fixed(params.bonds_penalty_u16);
-    let weights_for_bonds = if beta == ZERO {
-        weights
-    } else if beta == ONE {
-        weights.retain_map(|_, j, v| csr::clip(v, threshold(j)));
-        weights
-    } else {
-        let rows: SparseMatrix = weights.rows().map(<[_]>::to_vec).collect();
-        let clipped = col_clip_sparse(&rows, &consensus);
-        let mixed = interpolate_sparse(&rows, &clipped, n, beta);
-        Csr::from_rows(mixed.iter().map(|r| r.iter().copied()), 0)
-    };
-
-    // §5.10 bonds and dividends.
-    let last_tempo = if params.last_mechanism_step_block == 0 {
-        current_block.saturating_sub(params.tempo)
-    } else {
-        params.last_mechanism_step_block.saturating_add(1)
-    };
-    let bonds_capacity = inputs.bonds_before.iter().map(Vec::len).sum();
-    let stored_bonds = |conv: fn(u16) -> I32F32| {
-        Csr::from_rows(
-            inputs.bonds_before.iter().map(|row| {
-                row.iter()
-                    .filter(|(j, _)| reg.get(usize::from(*j)).is_some_and(|r| last_tempo > *r))
-                    .map(move |(j, v)| (*j, conv(*v)))
-            }),
-            bonds_capacity,
-        )
-    };
-    let (mut dividends, bonds_store) = if params.yuma3 {
-        let bonds = stored_bonds(u16_proportion_to_fixed);
-        let ema_bonds = yuma3_bonds(params, &weights_for_bonds, &bonds, &consensus);
-        // Dividends read the column-normalised bonds; the unnormalised ones are stored.
-        let col_div: Vec<Option<csr::Divisor>> = ema_bonds
-            .col_sums(n)
-            .iter()
-            .map(|s| (*s != ZERO).then(|| csr::Divisor::new(*s)))
-            .collect();
-        let mut dividends: Vec<I32F32> = ema_bonds
-            .rows()
-            .zip(&active_stake)
-            .map(|(row, a)| {
-                let b = row.iter().fold(ZERO, |acc, (j, x)| {
-                    let x = match col_div.get(usize::from(*j)) {
-                        Some(Some(d)) => d.div(*x),
-                        _ => *x,
-                    };
-                    let ij = incentive.get(usize::from(*j)).copied().unwrap_or(ZERO);
-                    math::add(acc, math::mul(ij, x))
-                });
-                b.checked_mul(*a).unwrap_or(ZERO)
-            })
-            .collect();
-        inplace_normalize(&mut dividends);
-        (dividends, ema_bonds)
-    } else {
-        let mut bonds = stored_bonds(math::from_u16);
-        bonds.col_normalize(n);
-        // Each column sum is accumulated row after row as the entries are made, which is
-        // the order a separate pass would add them in.
-        let mut delta = weights_for_bonds;
-        let mut delta_sums = vec![ZERO; n];
-        for (row, a) in delta.rows_mut().zip(&active_stake) {
-            for (j, v) in row.iter_mut() {
-                *v = math::mul(*v, *a);
-                if let Some(c) = delta_sums.get_mut(usize::from(*j)) {
-                    *c = math::add(*c, *v);
-                }
-            }
+            (sums, neg >= 0)
+        });
+        let delta = weights;
+        let delta_sums = par::combine_sums(&delta_sum_parts, n)
+            .unwrap_or_else(|| csr::col_sums_blocks(&delta, n));
+        let delta_div = csr::column_divisors(&delta_sums);
+        let alpha = ema_alpha(params.bonds_moving_average);
+        let jobs: Vec<(Csr, &Csr)> = delta.into_iter().zip(&bonds).collect();
+        let made = par::map(jobs, |(mut d, b)| {
+            d.divide_columns(&delta_div);
+            let (ema, sums) = csr::mat_ema_with_sums(&d, b, alpha, n);
+            // The EMA keeps positive entries only.
+            (ema, (sums, true))
+        });
+        let (mut ema_bonds, sum_parts): (Vec<Csr>, Vec<_>) = made.into_iter().unzip();
+        let ema_sums =
+            par::combine_sums(&sum_parts, n).unwrap_or_else(|| csr::col_sums_blocks(&ema_bonds, n));
+        let ema_div = csr::column_divisors(&ema_sums);
+        let parts = par::map(ema_bonds.iter_mut().collect(), |m: &mut Csr| {
+            m.divide_matmul_transpose_max(&ema_div, &incentive)
+        });
+        let mut dividends = Vec::with_capacity(n);
+        let mut max_parts = Vec::with_capacity(parts.len());
+        for (d, mx) in parts {
+            dividends.extend(d);
+            max_parts.push(mx);
         }
-        delta.col_normalize_by(&delta_sums);
-        let (mut ema_bonds, ema_sums) =
-            csr::mat_ema_with_sums(&delta, &bonds, ema_alpha(params.bonds_moving_average));
-        let (mut dividends, ema_max) =
-            ema_bonds.col_normalize_matmul_transpose_max(&ema_sums, &incentive);
         inplace_normalize(&mut dividends);
-        ema_bonds.col_max_upscale_by(&ema_max);
-        (dividends, ema_bonds)
+        let max_div = csr::column_divisors(&par::combine_max(&max_parts, n));
+        let jobs: Vec<(&mut Csr, usize)> =
+            ema_bonds.iter_mut().zip(starts.iter().copied()).collect();
+        let stored = par::map(jobs, |(m, start)| {
+            m.divide_columns(&max_div);
+            let mut stored = Vec::with_capacity(m.rows_len());
+            quantise(m, start, &mut stored);
+            stored
+        });
+        (dividends, stored.into_iter().flatten().collect())
     };
     if dividends.len() != n {
         // Keeps the output shape fixed even if a bond row were missing; unreachable after the checks above.
@@ -504,21 +649,6 @@ pub fn epoch(params: &EpochParams, inputs: &EpochInputs) -> Result<EpochOutput, 
     let amounts =
         |v: &[I32F32]| -> Vec<u64> { v.iter().map(|x| share_to_amount(*x, rao)).collect() };
 
-    // §5.12 bonds written back: quantised rows of uids holding a new permit.
-    let bonds_after: Vec<U16Row> = bonds_store
-        .rows()
-        .zip(&new_permits)
-        .map(|(row, permit)| {
-            if *permit {
-                row.iter()
-                    .map(|(j, v)| (*j, fixed_proportion_to_u16(*v)))
-                    .collect()
-            } else {
-                Vec::new()
-            }
-        })
-        .collect();
-
     Ok(EpochOutput {
         stake_bits: bits(&stake),
         active_stake_bits: bits(&active_stake),
@@ -541,13 +671,21 @@ pub fn epoch(params: &EpochParams, inputs: &EpochInputs) -> Result<EpochOutput, 
     })
 }
 
-/// Yuma3 bond EMA (§5.10b): per-entry liquid alpha when enabled and some consensus is nonzero,
-/// otherwise one alpha from `bonds_moving_average`.
-fn yuma3_bonds(params: &EpochParams, weights: &Csr, bonds: &Csr, consensus: &[I32F32]) -> Csr {
-    if params.liquid_alpha && consensus.iter().any(|c| *c != ZERO) {
+/// Yuma3 bond EMA (§5.10b) of one row block: per-entry liquid alpha when `liquid` (enabled
+/// and some consensus is nonzero), otherwise one alpha from `bonds_moving_average`.
+fn yuma3_bonds(
+    params: &EpochParams,
+    liquid: bool,
+    weights: &Csr,
+    bonds: &Csr,
+    consensus: &[I32F32],
+    columns: usize,
+) -> Csr {
+    if liquid {
         let low = u16_proportion_to_fixed(params.alpha_low_u16);
         let high = u16_proportion_to_fixed(params.alpha_high_u16);
         let steepness = I32F32::from_num(params.alpha_sigmoid_steepness);
+        let mut scratch = lanes::AlphaScratch::default();
         let mut bond_rows = bonds.rows();
         Csr::from_rows(
             weights
@@ -558,14 +696,28 @@ fn yuma3_bonds(params: &EpochParams, weights: &Csr, bonds: &Csr, consensus: &[I3
                         // No column of this row is written, whatever its alphas.
                         return SparseRow::new();
                     }
-                    let alphas = liquid_alpha_row(w_row, b_row, consensus, low, high, steepness);
+                    let alphas = lanes::liquid_alpha_row(
+                        &mut scratch,
+                        w_row,
+                        b_row,
+                        consensus,
+                        low,
+                        high,
+                        steepness,
+                    );
                     mat_ema_alpha_sparse_row(w_row, b_row, &alphas)
                 })
                 .collect::<Vec<_>>(),
             weights.rows().map(<[_]>::len).sum(),
         )
     } else {
-        csr::mat_ema(weights, bonds, ema_alpha(params.bonds_moving_average))
+        csr::mat_ema_with_sums(
+            weights,
+            bonds,
+            ema_alpha(params.bonds_moving_average),
+            columns,
+        )
+        .0
     }
 }
 
