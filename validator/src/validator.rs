@@ -328,6 +328,7 @@ impl Validator {
             dividends: state.dividends,
             peers_used: state.peers_used,
             db_write_errors: self.inner.db_write_errors.load(Ordering::Relaxed),
+            scores_hidden: false,
         }
     }
 
@@ -1241,19 +1242,33 @@ async fn evidence_handler(State(v): State<Validator>) -> Response {
     axum::Json(v.evidence()).into_response()
 }
 
-/// The public state: counts and the epoch's outputs, without anything that would let a
-/// copier read this round's scores before they are revealed (EMA, speeds, weights).
+/// The public state ([`ValidatorSnapshot::into_public`]: no current scores), signed by the
+/// validator's hotkey over the exact body (docs/protocol.md, "Validator state").
 async fn public_state_handler(State(v): State<Validator>) -> Response {
-    let mut s = v.snapshot();
-    s.weights = None;
-    for m in &mut s.miners {
-        m.ema = 0.0;
-        m.weight_u16 = 0;
-        m.median_gflops = None;
-        m.median_tokens_per_s = None;
-        m.median_ttft_s = None;
+    match crate::state::sign_state(&v.inner.hotkey, &v.snapshot().into_public()) {
+        Ok((body, sig)) => (
+            [
+                (
+                    axum::http::header::CONTENT_TYPE,
+                    "application/json".to_string(),
+                ),
+                (
+                    axum::http::HeaderName::from_static(crate::state::STATE_SIGNATURE_HEADER),
+                    sig,
+                ),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "serializing the state failed");
+            json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "serializing failed",
+            )
+        }
     }
-    axum::Json(s).into_response()
 }
 
 async fn health_handler(State(v): State<Validator>) -> Response {

@@ -139,6 +139,92 @@ impl FailureReason {
         }
     }
 
+    /// What a miner's operator should do about failures of this kind: one or two sentences,
+    /// shown by `polylith explain`. Kept next to the reason (an exhaustive match) so a new
+    /// reason cannot ship without advice.
+    pub fn advice(self) -> &'static str {
+        match self {
+            FailureReason::Timeout => {
+                "The miner did not answer before the round's deadline. Check that it is not \
+                 overloaded (its CPU/GPU, `polylith_miner_*` metrics), that the backend is the \
+                 fastest you have (`--backend cuda` on a GPU), and the network path from the \
+                 validators."
+            }
+            FailureReason::Unreachable => {
+                "The validator could not connect to the endpoint the metagraph lists for this \
+                 miner. Check that the miner is running, listens on that address \
+                 (`--listen`), and that the port is open from the validators' hosts (firewall, \
+                 NAT, a public address rather than 127.0.0.1 across hosts)."
+            }
+            FailureReason::HttpStatus => {
+                "The miner answered with an error status. Its log says why; a common cause is \
+                 a hotkey that is not the one the metagraph lists for this uid (every request \
+                 is then refused as `wrong_receiver`): check `polylith key show` against the \
+                 metagraph."
+            }
+            FailureReason::Redirect => {
+                "The endpoint answered with a redirect, which validators never follow. List \
+                 the final URL (scheme, host, port) in the metagraph, or remove the redirect \
+                 in front of the miner."
+            }
+            FailureReason::UnknownCommitment => {
+                "The miner did not hold the commitment it had just made when asked to open it: \
+                 it restarted between commit and open, or several miner processes share one \
+                 endpoint. Run one miner process per endpoint and keep it up."
+            }
+            FailureReason::ResponseTooLarge => {
+                "The response exceeded the validator's size limit. Run an unmodified miner: \
+                 the reference one never sends responses this large."
+            }
+            FailureReason::Malformed => {
+                "The response could not be parsed. Run the same protocol version as the \
+                 validators (an up-to-date, unmodified `polylith miner`), and make sure nothing \
+                 between them rewrites the body."
+            }
+            FailureReason::BadReceipt => {
+                "The receipt was missing or not signed by the hotkey the metagraph lists for \
+                 this uid. Run the miner with the key registered for this uid (`--key`), and \
+                 restart it after the metagraph changes."
+            }
+            FailureReason::WrongRowCount
+            | FailureReason::WrongRows
+            | FailureReason::RowOutOfRange
+            | FailureReason::BadPath
+            | FailureReason::WrongRow => {
+                "The GEMM proof does not match the product the validator recomputed: the miner \
+                 is computing something else (skipped rows, a stale or replayed result, a \
+                 modified or faulty backend). Run the unmodified miner; on a GPU, check \
+                 `polylith bench gemm` against the CPU backend. A proven wrong answer resets \
+                 the score to 0."
+            }
+            FailureReason::DuplicateRoot => {
+                "The miner's commitment equals another miner's for a different task: copying \
+                 or replaying answers. Compute every task yourself; two uids must not share \
+                 one backend's answers."
+            }
+            FailureReason::WrongModel => {
+                "The miner serves another model than the subnet's. Point `--model` at the \
+                 same model the validators use (`--llm-model`; `builtin` by default) and check \
+                 its weights are unmodified."
+            }
+            FailureReason::WrongToken
+            | FailureReason::LogprobMismatch
+            | FailureReason::PastEos
+            | FailureReason::EarlyStop
+            | FailureReason::StopIgnored
+            | FailureReason::TooManyTokens => {
+                "The completion does not follow the subnet's model and sampling rule (altered, \
+                 quantized or truncated weights, another sampler, a modified stream). Serve the \
+                 exact reference model with the unmodified miner. A proven wrong answer resets \
+                 the score to 0."
+            }
+            FailureReason::Internal => {
+                "The validator itself failed, not the miner; nothing to change on your side. \
+                 Tell the validator's operator if it persists."
+            }
+        }
+    }
+
     /// The `outcome` label of `polylith_validator_queries_total` for a query failing this way.
     pub fn outcome(self) -> &'static str {
         match self {
@@ -357,6 +443,27 @@ pub fn new_outcome(task: TaskKind, miner: &MinerTarget) -> QueryOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_failure_reason_has_advice() {
+        // `ALL` lists every variant once (the exhaustive `as_str` match names them all), and
+        // `advice` is an exhaustive match, so a new reason needs both to compile and pass.
+        let names: std::collections::BTreeSet<&str> =
+            FailureReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            names.len(),
+            FailureReason::ALL.len(),
+            "ALL has no duplicates"
+        );
+        for r in FailureReason::ALL {
+            let a = r.advice();
+            assert!(a.len() > 40, "{r}: advice too short: {a:?}");
+            assert!(a.ends_with('.'), "{r}: advice is a sentence: {a:?}");
+            assert!(!a.contains("  "), "{r}: no double spaces: {a:?}");
+        }
+        assert!(FailureReason::Unreachable.advice().contains("endpoint"));
+        assert!(FailureReason::WrongRow.advice().contains("resets"));
+    }
 
     #[test]
     fn bounded_text_cuts_on_a_char_boundary_and_strips_control_characters() {
