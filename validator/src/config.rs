@@ -147,6 +147,10 @@ pub struct ValidatorConfig {
     /// A work proof counts only if its request was signed at most this long before the
     /// commitment, milliseconds.
     pub work_window_ms: u64,
+    /// On shutdown (SIGINT, SIGTERM) with a round in progress, how long to let it finish
+    /// (queries, weights, persistence) before exiting, milliseconds; 0 abandons it at once.
+    /// A round cut short is not installed, so the validator resumes from the one before.
+    pub shutdown_grace_ms: u64,
     /// How this validator sets weights (`honest` in any real deployment).
     pub behaviour: ValidatorBehaviour,
 }
@@ -192,6 +196,7 @@ impl Default for ValidatorConfig {
             min_peer_stake: 1,
             proof_sample: 64,
             work_window_ms: 300_000,
+            shutdown_grace_ms: 20_000,
             behaviour: ValidatorBehaviour::Honest,
         }
     }

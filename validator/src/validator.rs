@@ -1018,7 +1018,8 @@ impl Validator {
 
     /// Serves both routers and runs a round every `round_interval_ms` until `shutdown`
     /// completes or `rounds` rounds are done (when nonzero). A round in progress at shutdown
-    /// is abandoned; its state was not yet installed, and writes are atomic.
+    /// gets `shutdown_grace_ms` to finish and be saved; past that it is abandoned (its state
+    /// was not yet installed, and writes are atomic).
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -1070,9 +1071,33 @@ impl Validator {
                     _ = loop_stop.wait_for(|s| *s) => break,
                     _ = ticker.tick() => {}
                 }
+                let round = this.run_round();
+                tokio::pin!(round);
                 tokio::select! {
-                    _ = loop_stop.wait_for(|s| *s) => break,
-                    _ = this.run_round() => {}
+                    _ = &mut round => {}
+                    // (The watch guard is dropped inside: it must not live across an await.)
+                    _ = async { let _ = loop_stop.wait_for(|s| *s).await; } => {
+                        // Shutdown mid-round: let the round finish (queries, weights, the
+                        // flushed write) within the grace period, then stop.
+                        let grace = Duration::from_millis(this.inner.config.shutdown_grace_ms);
+                        tracing::info!(
+                            grace_ms = grace.as_millis() as u64,
+                            "shutdown requested mid-round: finishing the round in progress"
+                        );
+                        match tokio::time::timeout(grace, &mut round).await {
+                            Ok(r) => tracing::info!(
+                                round = r.round,
+                                persisted = r.persisted,
+                                "round in progress finished before shutdown"
+                            ),
+                            Err(_) => tracing::warn!(
+                                grace_ms = grace.as_millis() as u64,
+                                "the round in progress did not finish within the shutdown \
+                                 grace period; abandoned (the previous round's state is kept)"
+                            ),
+                        }
+                        break;
+                    }
                 }
                 done = done.saturating_add(1);
                 if rounds > 0 && done >= rounds {

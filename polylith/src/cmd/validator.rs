@@ -102,6 +102,9 @@ pub struct Args {
     /// A work proof counts only if signed at most this long before the commitment, ms.
     #[arg(long, env = "POLYLITH_WORK_WINDOW_MS")]
     pub work_window_ms: Option<u64>,
+    /// On SIGINT/SIGTERM, time the round in progress gets to finish and be saved, ms.
+    #[arg(long, env = "POLYLITH_SHUTDOWN_GRACE_MS")]
+    pub shutdown_grace_ms: Option<u64>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -143,7 +146,8 @@ impl Args {
             reveal_delay_rounds,
             min_peer_stake,
             proof_sample,
-            work_window_ms
+            work_window_ms,
+            shutdown_grace_ms
         );
         if let Some(w) = self.gemm_weight {
             c.task_weights.gemm = w;
