@@ -61,6 +61,10 @@ enum Command {
     Bench(cmd::bench::Args),
     /// The reference model: logits and generation.
     Model(cmd::model::Args),
+    /// Why a miner earns what it earns: asks every validator in the metagraph.
+    Explain(cmd::explain::Args),
+    /// Ask a daemon's /health; exit status 0 when healthy (for scripts and healthchecks).
+    Health(cmd::health::Args),
 }
 
 fn init_tracing(global: &Global) {
@@ -88,6 +92,8 @@ fn main() -> ExitCode {
         Command::Kernels(a) => cmd::kernels::run(a, &cli.global),
         Command::Bench(a) => cmd::bench::run(a, &cli.global),
         Command::Model(a) => cmd::model::run(a, &cli.global),
+        Command::Explain(a) => cmd::explain::run(a, &cli.global),
+        Command::Health(a) => cmd::health::run(a, &cli.global),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,6 +9,8 @@ macro_rules! override_from_flags {
 }
 
 pub mod bench;
+pub mod explain;
+pub mod health;
 pub mod kernels;
 pub mod key;
 pub mod local;
