@@ -11,10 +11,38 @@ ARG BASE_IMAGE=debian:bookworm-slim
 
 FROM ${BUILDER_IMAGE} AS builder
 WORKDIR /src
+# 1. Dependencies, in their own layer: only the manifests and Cargo.lock, with empty sources,
+#    so this (slow) layer is rebuilt only when a manifest or the lock file changes, not on a
+#    source change. Keep the list in step with `members` in Cargo.toml (deploy/check-compose.sh
+#    checks it). Crates with explicit [[bench]] targets get empty bench files, because cargo
+#    refuses a manifest whose declared targets are missing.
+COPY Cargo.toml Cargo.lock ./
+COPY protocol/Cargo.toml protocol/
+COPY scoring/Cargo.toml scoring/
+COPY model/Cargo.toml model/
+COPY cuda/Cargo.toml cuda/
+COPY miner/Cargo.toml miner/
+COPY validator/Cargo.toml validator/
+COPY localnet/Cargo.toml localnet/
+COPY net/Cargo.toml net/
+COPY polylith/Cargo.toml polylith/
+ENV WORKSPACE_CRATES="protocol scoring model cuda miner validator localnet net polylith"
+RUN set -eu; \
+    for c in $WORKSPACE_CRATES; do \
+      mkdir -p "$c/src"; \
+      [ "$c" = polylith ] && echo 'fn main() {}' >"$c/src/main.rs" || : >"$c/src/lib.rs"; \
+      for b in $(sed -n '/^\[\[bench\]\]/,/^$/s/^name *= *"\(.*\)"/\1/p' "$c/Cargo.toml"); do \
+        mkdir -p "$c/benches" && echo 'fn main() {}' >"$c/benches/$b.rs"; \
+      done; \
+    done; \
+    cargo build --release --locked -p polylith
+# 2. The sources. COPY keeps the files' old modification times, which can be older than the
+#    empty crates built above; touching them makes cargo rebuild every workspace crate (and
+#    nothing else). The CUDA backend loads libcuda/NVRTC at run time (cudarc dynamic
+#    loading), so the same build serves CPU and GPU images; only the runtime base differs.
 COPY . .
-# The CUDA backend loads libcuda/NVRTC at run time (cudarc dynamic loading), so the same build
-# serves CPU and GPU images; only the runtime base image differs.
-RUN cargo build --release --locked -p polylith \
+RUN find $WORKSPACE_CRATES -type f -exec touch {} + \
+ && cargo build --release --locked -p polylith \
  && install -D -m 0755 target/release/polylith /out/polylith
 
 FROM ${BASE_IMAGE} AS runtime

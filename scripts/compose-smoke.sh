@@ -11,8 +11,13 @@
 #      Dockerfile.prebuilt: no Rust compile inside docker;
 #   4. creates keys and a metagraph with deploy/init-subnet.sh in a temp dir (mounted read-only);
 #   5. `docker-compose up -d` validators, miners and Prometheus (Grafana cannot be pulled here);
-#   6. passes when Prometheus sees every target up and sum(polylith_validator_rounds_total) > 0;
-#   7. tears everything down (`down -v`, stops its dockerd) whatever happened.
+#   6. waits until Prometheus sees every target up and sum(polylith_validator_rounds_total) > 0,
+#      and both task kinds verify;
+#   7. checks every polylith container's healthcheck (`polylith health`) reports healthy and
+#      its logs rotate (json-file with max-size);
+#   8. replaces the metagraph by rename with changed stakes (as init-subnet.sh does) and waits
+#      for the containers, which mount its directory, to log `metagraph reloaded`;
+#   9. tears everything down (`down -v`, stops its dockerd) whatever happened.
 #
 # Needs root (dockerd), and docker.io, docker-compose, debootstrap, curl, python3
 # (scripts/install-ops-deps.sh --docker). Uses the fixed host ports of docker-compose.yml
@@ -139,14 +144,15 @@ docker build -q --network host --build-arg BASE_IMAGE="$BASE" -t polylith:smoke 
 docker run --rm --network none polylith:smoke --version || die "the packaged binary does not run in the image"
 
 say "keys and metagraph (deploy/init-subnet.sh)"
-POLYLITH_BIN="$BIN" POLYLITH_KEYS_DIR="$WORK/keys" POLYLITH_METAGRAPH="$WORK/metagraph.toml" \
+POLYLITH_BIN="$BIN" POLYLITH_KEYS_DIR="$WORK/keys" POLYLITH_METAGRAPH_DIR="$WORK/metagraph" \
   POLYLITH_DATA_DIR="$WORK/data" POLYLITH_UID="$(id -u)" deploy/init-subnet.sh
 
 cat >"$WORK/smoke.env" <<EOF
 POLYLITH_IMAGE=polylith:smoke
 PROMETHEUS_IMAGE=$PROM_IMAGE
 POLYLITH_KEYS_DIR=$WORK/keys
-POLYLITH_METAGRAPH=$WORK/metagraph.toml
+POLYLITH_METAGRAPH_DIR=$WORK/metagraph
+POLYLITH_HEALTHCHECK_INTERVAL=2s
 POLYLITH_DATA_DIR=$WORK/data
 POLYLITH_UID=$(id -u)
 POLYLITH_GID=$(id -g)
@@ -183,6 +189,38 @@ for task in gemm llm; do
   done
   [ "$n" -gt 0 ] || die "no verified $task query in compose"
   say "$task: $n verified queries"
+done
+say "every polylith container is healthy (polylith health) and rotates its logs"
+for svc in validator-0 validator-1 miner-0 miner-1 miner-2; do
+  cid=$("${COMPOSE[@]}" ps -q "$svc")
+  st=none
+  for _ in $(seq 120); do
+    st=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$cid")
+    [ "$st" = healthy ] && break
+    sleep 0.5
+  done
+  [ "$st" = healthy ] || die "$svc is $st: $(docker inspect -f '{{json .State.Health}}' "$cid" | tail -c 800)"
+  docker inspect -f '{{.HostConfig.LogConfig.Type}} {{index .HostConfig.LogConfig.Config "max-size"}}' "$cid" |
+    grep -q '^json-file [0-9]' || die "$svc: logs are not rotated"
+done
+
+say "a metagraph replaced by rename (changed stakes) reaches the containers"
+python3 - "$WORK/metagraph/metagraph.toml" <<'EOF'
+import re, sys, os
+path = sys.argv[1]
+text = open(path).read()
+new = re.sub(r"^stake = (\d+)", lambda m: f"stake = {int(m.group(1)) + 1}", text, flags=re.M)
+assert new != text, "no stake to change"
+open(path + ".tmp", "w").write(new)
+os.rename(path + ".tmp", path)
+EOF
+for svc in miner-0 validator-0; do
+  ok=0
+  for _ in $(seq 120); do
+    "${COMPOSE[@]}" logs --no-color "$svc" 2>&1 | grep -q "metagraph reloaded" && { ok=1; break; }
+    sleep 0.5
+  done
+  [ "$ok" = 1 ] || die "$svc did not reload the metagraph replaced by rename"
 done
 running=$("${COMPOSE[@]}" ps --services --filter status=running | sort | tr '\n' ' ')
 say "services running: $running"
