@@ -136,7 +136,9 @@ pub struct ValidatorConfig {
     pub keep_rounds: u64,
     /// Largest response body accepted from a miner or peer, bytes.
     pub max_response_bytes: usize,
-    /// Yuma consensus hyperparameters.
+    /// Yuma consensus hyperparameters. A `[yuma]` table sets the keys it names; the others
+    /// keep [`default_yuma`] (this subnet's defaults, not subtensor's).
+    #[serde(deserialize_with = "deserialize_yuma")]
     pub yuma: EpochParams,
     /// Rounds between committing to a round's weights and revealing them (at least 2).
     pub reveal_delay_rounds: u64,
@@ -153,6 +155,28 @@ pub struct ValidatorConfig {
     pub shutdown_grace_ms: u64,
     /// How this validator sets weights (`honest` in any real deployment).
     pub behaviour: ValidatorBehaviour,
+}
+
+/// This subnet's Yuma hyperparameters: subtensor's defaults with Yuma3 bonds. Yuma3 bonds
+/// follow each validator's own clipped weights (not its stake share of a column), so a
+/// validator that weights a miner after consensus moved (a copier, whose freshest view is
+/// `reveal_delay_rounds + 1` rounds old) holds less bond where the incentive now is
+/// (docs/protocol.md §4.2, `validator/tests/copier.rs`).
+pub fn default_yuma() -> EpochParams {
+    EpochParams {
+        yuma3: true,
+        ..EpochParams::default()
+    }
+}
+
+/// Reads a `[yuma]` table over [`default_yuma`], so a partial table changes only what it
+/// names (`EpochParams`'s own serde default would reset the rest to subtensor's values).
+fn deserialize_yuma<'de, D: serde::Deserializer<'de>>(d: D) -> Result<EpochParams, D::Error> {
+    use serde::de::Error;
+    let given = toml::Table::deserialize(d)?;
+    let mut merged = toml::Table::try_from(default_yuma()).map_err(D::Error::custom)?;
+    merged.extend(given);
+    merged.try_into().map_err(D::Error::custom)
 }
 
 /// Default rows opened: a miner computing half the rows passes with probability < 1e-4.
@@ -186,13 +210,13 @@ impl Default for ValidatorConfig {
             llm_max_tokens: 24,
             llm_ttft_weight: 0.3,
             llm_speed_cap: 2.0,
-            ema_alpha: 0.2,
+            ema_alpha: 0.5,
             task_weights: TaskWeights::default(),
             rounds: 0,
             keep_rounds: 1_000,
             max_response_bytes: 16 << 20,
-            yuma: EpochParams::default(),
-            reveal_delay_rounds: 2,
+            yuma: default_yuma(),
+            reveal_delay_rounds: 3,
             min_peer_stake: 1,
             proof_sample: 64,
             work_window_ms: 300_000,
@@ -387,8 +411,15 @@ mod tests {
         let c = ValidatorConfig::from_toml("[yuma]\nkappa_u16 = 40000\n").unwrap();
         assert_eq!(c.yuma.kappa_u16, 40_000);
         assert_eq!(
-            c.yuma.bonds_moving_average,
-            EpochParams::default().bonds_moving_average
+            c.yuma,
+            EpochParams {
+                kappa_u16: 40_000,
+                ..default_yuma()
+            }
+        );
+        assert!(
+            c.yuma.yuma3,
+            "a partial table keeps this subnet's Yuma3 default"
         );
     }
 

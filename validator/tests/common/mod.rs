@@ -264,6 +264,9 @@ pub fn test_config(dir: &Path, metagraph: PathBuf, db: &str) -> ValidatorConfig 
         gemm_max_dim: 16,
         open_rows: 4,
         ema_alpha: 0.5,
+        // These tests count rounds on the shortest commit-reveal schedule (rewards from
+        // round 5); copier.rs measures the default delay.
+        reveal_delay_rounds: 2,
         // The fake miners answer GEMM only; LLM rounds use real miners (real_miner.rs).
         task_weights: polylith_validator::TaskWeights {
             gemm: 1.0,
