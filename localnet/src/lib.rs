@@ -10,6 +10,9 @@
 //! end-to-end behaviour is a library callable from tests, and the binary stays thin.
 #![warn(missing_docs)]
 
+pub mod attack;
+
+use attack::{SlowClientReport, SlowClients, Target};
 use polylith_miner::{BackendKind, Behaviour, GemmBackend, Miner, MinerConfig};
 use polylith_protocol::keys::Keystore;
 use polylith_protocol::metagraph::{Metagraph, Neuron, Role};
@@ -138,6 +141,10 @@ pub struct LocalOptions {
     /// Behaviour of each validator by uid (missing ones are honest): weight copiers show
     /// that copying earns (near) nothing.
     pub validator_behaviours: Vec<ValidatorBehaviour>,
+    /// Connections a slow-body client (a key outside the metagraph) holds open to each
+    /// miner and validator listener for the whole run; 0 (the default here; `polylith local`
+    /// asks for 3) runs none.
+    pub slow_clients: usize,
 }
 
 impl LocalOptions {
@@ -154,6 +161,7 @@ impl LocalOptions {
             model: "builtin".to_string(),
             llm_max_tokens: 24,
             validator_behaviours: Vec::new(),
+            slow_clients: 0,
         }
     }
 }
@@ -209,6 +217,7 @@ pub struct LocalSubnet {
     tasks: Vec<JoinHandle<()>>,
     data_dir: PathBuf,
     rounds: u64,
+    slow: Option<SlowClients>,
 }
 
 async fn bind() -> Result<(TcpListener, SocketAddr), LocalError> {
@@ -393,6 +402,23 @@ impl LocalSubnet {
             .map(|v| v.validator.round())
             .min()
             .unwrap_or(0);
+        // The listeners are bound, so the slow client's connections queue up even before
+        // the servers' tasks first run.
+        let slow = (opts.slow_clients > 0).then(|| {
+            let targets: Vec<Target> = miners
+                .iter()
+                .map(|m| (&m.info, true))
+                .chain(validators.iter().map(|v| (&v.info, false)))
+                .filter_map(|(info, miner)| {
+                    Some(Target {
+                        addr: info.api,
+                        hotkey: polylith_protocol::keys::PublicKey::from_ss58(&info.hotkey).ok()?,
+                        miner,
+                    })
+                })
+                .collect();
+            SlowClients::start(&targets, opts.slow_clients, stop.subscribe())
+        });
         Ok(Self {
             miners,
             validators,
@@ -400,6 +426,7 @@ impl LocalSubnet {
             tasks,
             data_dir: opts.data_dir.clone(),
             rounds,
+            slow,
         })
     }
 
@@ -559,16 +586,31 @@ impl LocalSubnet {
                     .unwrap_or(0),
             })
             .collect();
+        // Every validator runs the epoch over the same cross-checked messages; say whether
+        // their views really agree, since only the first one's is printed.
+        let same = |a: &[f64], b: &[f64]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9)
+        };
+        let epoch_views_agree = lead.is_some_and(|l| {
+            snaps
+                .iter()
+                .all(|s| same(&s.incentive, &l.incentive) && same(&s.dividends, &l.dividends))
+        });
         Report {
             rounds,
             miners,
             validators,
+            epoch_views_agree,
+            slow_client: self.slow.as_ref().map(SlowClients::report),
         }
     }
 
     /// Stops every server and waits for them.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        if let Some(s) = self.slow {
+            s.join().await;
+        }
         for t in self.tasks {
             let _ = t.await;
         }
@@ -660,6 +702,13 @@ pub struct Report {
     pub miners: Vec<MinerRow>,
     /// Validators by uid.
     pub validators: Vec<ValidatorRow>,
+    /// Whether every validator's last epoch gave the same incentive and dividends as the
+    /// first validator's, which is the one shown.
+    #[serde(default)]
+    pub epoch_views_agree: bool,
+    /// The slow-body client's connections and the answers it got, when one ran.
+    #[serde(default)]
+    pub slow_client: Option<SlowClientReport>,
 }
 
 /// A short form of an SS58 address for tables: first 6 and last 4 characters.
@@ -723,6 +772,28 @@ impl Report {
                 m.weight_u16,
                 m.reward_share * 100.0,
                 m.reason.as_deref().unwrap_or(""),
+            );
+        }
+        if let Some(c) = &self.slow_client {
+            let answers: Vec<String> = c
+                .answers
+                .iter()
+                .map(|(code, n)| format!("{code}×{n}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "\nslow-body client (a key outside the metagraph; forged and unregistered \
+                 headers, bodies and headers dribbled and never finished): {} connections to \
+                 {} listeners, answers {}, cut without an answer {}, served {} (earns nothing)",
+                c.connections,
+                c.listeners,
+                if answers.is_empty() {
+                    "none".to_string()
+                } else {
+                    answers.join(" ")
+                },
+                c.cut_without_answer,
+                c.served()
             );
         }
         let _ = writeln!(out, "\nvalidators:");

@@ -32,8 +32,8 @@ pub struct Args {
     #[arg(long, default_value = "builtin")]
     model: String,
     /// Rounds to run before printing the leaderboard (ignored with --serve). Weights are
-    /// revealed two rounds after they are committed and enter the epoch two rounds later,
-    /// so rewards appear from round 5 on.
+    /// revealed three rounds after they are committed and enter the epoch two rounds later,
+    /// so rewards appear from round 6 on.
     #[arg(long, default_value_t = 8)]
     rounds: u64,
     /// Where keys, the metagraph and the databases go (default: a temporary directory).
@@ -49,6 +49,11 @@ pub struct Args {
     /// for Prometheus' file_sd.
     #[arg(long)]
     serve: bool,
+    /// Connections a slow-body client (a key outside the metagraph, sending forged headers and
+    /// bodies it never finishes) holds to each miner and validator during the run; 0 for
+    /// none. Default 3, and none with --serve.
+    #[arg(long)]
+    slow_clients: Option<usize>,
     /// Pause between rounds with --serve, milliseconds.
     #[arg(long, default_value_t = 2_000)]
     round_interval_ms: u64,
@@ -90,6 +95,10 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     opts.round_interval_ms = args.round_interval_ms;
     opts.tasks = args.task;
     opts.model = args.model.clone();
+    // A served subnet feeds dashboards; an attack there runs only when asked for.
+    opts.slow_clients = args
+        .slow_clients
+        .unwrap_or(if args.serve { 0 } else { 3 });
 
     let mut subnet = LocalSubnet::start(&opts, args.serve).await?;
     if args.serve {
