@@ -3,8 +3,15 @@
 
 use serde_json::Value;
 use std::process::Command;
+use std::sync::Mutex;
+
+/// One local subnet at a time: each runs a dozen daemons that compute on the CPU against a
+/// 10 s query deadline, and several at once on a small machine make honest miners time out.
+static ONE_SUBNET: Mutex<()> = Mutex::new(());
 
 fn run_local(args: &[&str]) -> Value {
+    // A test that failed while holding the lock does not make the others fail too.
+    let _one = ONE_SUBNET.lock().unwrap_or_else(|e| e.into_inner());
     let out = Command::new(env!("CARGO_BIN_EXE_polylith"))
         .arg("local")
         .args(args)
@@ -45,6 +52,9 @@ fn honest_miners_earn_and_cheaters_earn_nothing() {
         "3",
         "--validator-behaviours",
         "honest,honest,copier",
+        // The slow-body client has its own test below; this one keeps the machine quiet.
+        "--slow-clients",
+        "0",
     ]);
     assert_eq!(report["rounds"], 8, "eight rounds completed: {report:#}");
     assert_eq!(report["validators"].as_array().map(Vec::len), Some(3));
@@ -175,16 +185,20 @@ fn every_adversary_together_earns_under_one_percent() {
         );
     }
     // Three working validators (the copier queries nobody), two tasks a round: every query
-    // of an honest miner was made, and none failed the way a starved miner fails (no
-    // answer in time, refused connection, or a 503 for a full queue).
+    // of an honest miner was made, none was refused (`unreachable`: connection caps;
+    // `http_status`: a 503 for a full queue), and at least 3 in 4 were verified. Finding 1's
+    // attack made every query of an honest miner time out; a few timeouts are what a loaded
+    // 2-core machine costs a CPU miner with or without the slow client (docs/security.md §4).
     let working_validators = 3;
     for m in miners_by(&report, "honest") {
         let verified = m["verified"].as_u64().unwrap();
         let failed = m["failed"].as_u64().unwrap();
-        assert_eq!(verified + failed, rounds * working_validators * 2, "{m:#}");
-        for starved in ["timeout", "unreachable", "http_status"] {
-            assert!(m["failures"].get(starved).is_none(), "{starved}: {m:#}");
+        let queries = rounds * working_validators * 2;
+        assert_eq!(verified + failed, queries, "{m:#}");
+        for refused in ["unreachable", "http_status"] {
+            assert!(m["failures"].get(refused).is_none(), "{refused}: {m:#}");
         }
+        assert!(4 * verified >= 3 * queries, "{m:#}");
         assert!(m["reward_share"].as_f64().unwrap() > 0.0, "{m:#}");
     }
 }
@@ -200,6 +214,8 @@ fn llm_task_pays_honest_miners_only() {
         "6",
         "--miners",
         "honest,honest,wrong-model,perturbed,truncated,quantized,random-tokens",
+        "--slow-clients",
+        "0",
     ]);
     assert_eq!(report["rounds"], 6, "{report:#}");
     let honest = miners_by(&report, "honest");
