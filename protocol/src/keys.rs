@@ -18,8 +18,9 @@ pub const SIGNING_CONTEXT: &[u8] = b"substrate";
 /// Errors from key handling.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    /// Filesystem error on a key file.
-    #[error("{path}: {source}")]
+    /// Filesystem error on a key file. The message names the file; the OS error is the
+    /// source (printed once by error-chain formatting such as anyhow's `{:#}`).
+    #[error("{}", path.display())]
     Io {
         /// The file involved.
         path: PathBuf,
@@ -33,11 +34,49 @@ pub enum KeyError {
     #[error("key {0:?} already exists")]
     Exists(String),
     /// No key with this name.
-    #[error("no key named {0:?} in {1}")]
+    #[error(
+        "no key named {0:?} in {dir}: create it with `polylith key new --name {0}` or import \
+         one with `polylith key import --name {0} --from-file FILE`",
+        dir = .1.display()
+    )]
     NotFound(String, PathBuf),
     /// A bad signature.
     #[error("bad signature")]
     BadSignature,
+    /// An encrypted Bittensor key file (btcli encrypts every coldkey, and hotkeys made with
+    /// a password): Polylith reads unencrypted hotkeys only.
+    #[error("{}: {}", path.display(), encrypted_advice(*coldkey))]
+    Encrypted {
+        /// The file.
+        path: PathBuf,
+        /// Whether it looks like a coldkey (its file name), not a password-protected hotkey.
+        coldkey: bool,
+    },
+    /// A file with a public key but no secret, such as btcli's `coldkeypub.txt`.
+    #[error(
+        "{}: holds only a public key (like btcli's coldkeypub.txt), not a secret; import the \
+         hotkey file instead (~/.bittensor/wallets/<wallet>/hotkeys/<hotkey>) or the hotkey's \
+         mnemonic with --mnemonic -",
+        path.display()
+    )]
+    PublicOnly {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+fn encrypted_advice(coldkey: bool) -> &'static str {
+    if coldkey {
+        "this is an encrypted Bittensor coldkey. Miners and validators sign with a hotkey, and \
+         a coldkey should never be on a server: import the wallet's hotkey file \
+         (~/.bittensor/wallets/<wallet>/hotkeys/<hotkey>) or the hotkey's mnemonic \
+         (polylith key import --name NAME --mnemonic -)"
+    } else {
+        "this Bittensor key file is encrypted (made with a password), and Polylith reads \
+         unencrypted hotkeys only: import the hotkey's mnemonic instead \
+         (polylith key import --name NAME --mnemonic -, which reads it from stdin), or \
+         regenerate the hotkey without a password with btcli (wallet regen-hotkey)"
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
@@ -390,20 +429,47 @@ struct KeyFile {
 
 /// Parses the text of a btcli-style hotkey file into a key, checking its public fields.
 pub fn parse_key_file(text: &str) -> Result<Hotkey, KeyError> {
-    let trimmed = text.trim_start();
-    if trimmed.starts_with("$NACL")
-        || trimmed.starts_with("$BTWALLET")
-        || trimmed.starts_with("$ANSIBLE")
-    {
-        return Err(KeyError::Invalid(
-            "the key file is encrypted; import the key with --mnemonic instead, or decrypt it \
-             with btcli first"
-                .into(),
-        ));
+    parse_key_bytes(text.as_bytes(), Path::new("key file"))
+}
+
+/// Markers btcli puts at the start of an encrypted key file: NaCl (current), the wallet
+/// format, Ansible vault and Fernet (`gAAAAA`, legacy), in that order.
+const ENCRYPTED_PREFIXES: [&[u8]; 4] = [b"$NACL", b"$BTWALLET", b"$ANSIBLE_VAULT", b"gAAAAA"];
+
+/// Parses the bytes of the key file `path` (named in errors): an unencrypted btcli hotkey.
+/// Encrypted files, coldkeys and public-only files get an error saying what they are and
+/// what to import instead.
+pub fn parse_key_bytes(bytes: &[u8], path: &Path) -> Result<Hotkey, KeyError> {
+    let start = bytes.trim_ascii_start();
+    if ENCRYPTED_PREFIXES.iter().any(|p| start.starts_with(p)) {
+        let coldkey = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("coldkey"));
+        return Err(KeyError::Encrypted {
+            path: path.to_path_buf(),
+            coldkey,
+        });
     }
-    let file: KeyFile = serde_json::from_str(text)
-        .map_err(|e| KeyError::Invalid(format!("not a hotkey JSON file: {e}")))?;
-    Hotkey::from_file(&file)
+    let invalid = |msg: String| KeyError::Invalid(format!("{}: {msg}", path.display()));
+    let text = std::str::from_utf8(bytes).map_err(|_| {
+        invalid("not a key file: it is binary, and btcli hotkey files are JSON text".into())
+    })?;
+    let file: KeyFile =
+        serde_json::from_str(text).map_err(|e| invalid(format!("not a hotkey JSON file: {e}")))?;
+    if file.secret_seed.is_none()
+        && file.secret_phrase.is_none()
+        && file.private_key.is_none()
+        && claimed_public(&file).ok().flatten().is_some()
+    {
+        return Err(KeyError::PublicOnly {
+            path: path.to_path_buf(),
+        });
+    }
+    Hotkey::from_file(&file).map_err(|e| match e {
+        KeyError::Invalid(msg) => invalid(msg),
+        other => other,
+    })
 }
 
 /// A directory of named key files (0600), one JSON file per key.
@@ -501,27 +567,21 @@ impl Keystore {
     /// Loads a key by name.
     pub fn load(&self, name: &str) -> Result<Hotkey, KeyError> {
         let path = self.path_of(name)?;
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(KeyError::NotFound(name.to_owned(), self.dir.clone()));
             }
             Err(e) => return Err(io_err(&path)(e)),
         };
         warn_if_readable_by_others(&path);
-        parse_key_file(&text).map_err(|e| match e {
-            KeyError::Invalid(msg) => KeyError::Invalid(format!("{}: {msg}", path.display())),
-            other => other,
-        })
+        parse_key_bytes(&bytes, &path)
     }
     /// Imports an unencrypted Bittensor hotkey file (btcli's JSON).
     pub fn import_bittensor_file(&self, name: &str, path: &Path) -> Result<Hotkey, KeyError> {
         self.path_of(name)?;
-        let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-        let key = parse_key_file(&text).map_err(|e| match e {
-            KeyError::Invalid(msg) => KeyError::Invalid(format!("{}: {msg}", path.display())),
-            other => other,
-        })?;
+        let bytes = std::fs::read(path).map_err(io_err(path))?;
+        let key = parse_key_bytes(&bytes, path)?;
         self.save(name, &key)?;
         Ok(key)
     }

@@ -163,7 +163,7 @@ fn hotkey_file_whose_public_fields_disagree_is_rejected() {
     let public_only = r#"{"ss58Address": "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"}"#;
     assert!(matches!(
         parse_key_file(public_only),
-        Err(KeyError::Invalid(_))
+        Err(KeyError::PublicOnly { .. })
     ));
     assert!(matches!(
         parse_key_file("not json"),
@@ -307,4 +307,73 @@ fn new_keys_carry_a_phrase_that_restores_them() {
         key.public()
     );
     assert_ne!(store.create("k2").unwrap().public(), key.public());
+}
+
+/// What a btcli wallet holds besides an unencrypted hotkey: each file gets an error that
+/// says what it is and what to import instead, and an OS error is not repeated.
+#[test]
+fn importing_coldkeys_encrypted_hotkeys_and_missing_files_says_what_they_are() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Keystore::new(tmp.path().join("keys"));
+    let wallet = tmp.path().join("wallets/w");
+    std::fs::create_dir_all(wallet.join("hotkeys")).unwrap();
+    // Encrypted files are binary after their marker (not UTF-8).
+    let encrypted: &[u8] = b"$NACL\xff\xfe\x00\x81ciphertext";
+    std::fs::write(wallet.join("coldkey"), encrypted).unwrap();
+    std::fs::write(wallet.join("hotkeys/default"), encrypted).unwrap();
+    std::fs::write(
+        wallet.join("coldkeypub.txt"),
+        r#"{"accountId": "0xd43593c715fdd31c61141abd04a99fd6822c8558854ccde39a5684e7a56da27d", "publicKey": "0xd43593c715fdd31c61141abd04a99fd6822c8558854ccde39a5684e7a56da27d", "ss58Address": "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"}"#,
+    )
+    .unwrap();
+    std::fs::write(wallet.join("junk.bin"), [0xffu8, 0xfe, 0x00, 0x81]).unwrap();
+
+    let err = store
+        .import_bittensor_file("a", &wallet.join("coldkey"))
+        .unwrap_err();
+    assert!(
+        matches!(err, KeyError::Encrypted { coldkey: true, .. }),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("coldkey") && text.contains("hotkeys/"),
+        "{text}"
+    );
+    assert!(!text.contains("UTF-8"), "{text}");
+
+    let err = store
+        .import_bittensor_file("a", &wallet.join("hotkeys/default"))
+        .unwrap_err();
+    assert!(
+        matches!(err, KeyError::Encrypted { coldkey: false, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--mnemonic"), "{err}");
+
+    let err = store
+        .import_bittensor_file("a", &wallet.join("coldkeypub.txt"))
+        .unwrap_err();
+    assert!(matches!(err, KeyError::PublicOnly { .. }), "{err}");
+
+    let err = store
+        .import_bittensor_file("a", &wallet.join("junk.bin"))
+        .unwrap_err();
+    assert!(err.to_string().contains("binary"), "{err}");
+    assert!(!err.to_string().contains("UTF-8"), "{err}");
+
+    // A missing file: the message names the file, the OS error is the source, once.
+    let err = store
+        .import_bittensor_file("a", &wallet.join("missing"))
+        .unwrap_err();
+    let chain: Vec<String> =
+        std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
+            .map(|e| e.to_string())
+            .collect();
+    assert_eq!(chain.len(), 2, "{chain:?}");
+    assert!(chain[0].ends_with("missing"), "{chain:?}");
+    assert!(!chain[0].contains("os error"), "{chain:?}");
+    assert!(chain[1].contains("os error 2"), "{chain:?}");
+    // Nothing was saved by any failed import.
+    assert!(matches!(store.load("a"), Err(KeyError::NotFound(..))));
 }
