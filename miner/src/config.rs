@@ -141,10 +141,19 @@ impl FromStr for Behaviour {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MinerConfig {
-    /// Address of the task API.
+    /// Address of the task API: `IP:PORT` or `HOST:PORT` (resolved at load).
+    #[serde(deserialize_with = "deserialize_listen")]
     pub listen: SocketAddr,
-    /// Address of the Prometheus `/metrics` endpoint (loopback by default).
+    /// Address of the Prometheus `/metrics` endpoint (loopback by default), as `listen`.
+    #[serde(deserialize_with = "deserialize_listen")]
     pub metrics_listen: SocketAddr,
+    /// PEM certificate chain: with `tls_key`, the task API serves HTTPS (the metagraph
+    /// endpoint must then be `https://`). Metrics stay plain HTTP on loopback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
     /// Longest time to receive a request's headers (also how long an idle keep-alive
     /// connection may wait before its next request), milliseconds. Every listener.
     pub header_read_timeout_ms: u64,
@@ -203,11 +212,19 @@ pub struct MinerConfig {
     pub slow_factor: f64,
 }
 
+/// A listen address in TOML: `IP:PORT` or a `HOST:PORT` that resolves.
+fn deserialize_listen<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    polylith_net::resolve_listen_addr(&text).map_err(serde::de::Error::custom)
+}
+
 impl Default for MinerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8091)),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9101)),
+            tls_cert: None,
+            tls_key: None,
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             max_connections: 1024,
@@ -294,6 +311,9 @@ impl MinerConfig {
     /// Checks values that would make the daemon useless or unbounded.
     pub fn validate(&self) -> Result<(), MinerError> {
         let bad = |m: &str| Err(MinerError::Config(m.to_string()));
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return bad("tls_cert and tls_key go together: give both or neither");
+        }
         if self.max_concurrent == 0 {
             return bad("max_concurrent must be at least 1");
         }

@@ -23,13 +23,17 @@ pub enum MinerError {
     #[error(transparent)]
     Backend(#[from] BackendError),
     /// The LLM could not be loaded.
-    #[error("loading the model: {0}")]
+    #[error("loading the model")]
     Model(#[from] polylith_model::ModelError),
     /// Metrics registration failed (a duplicate name: a bug).
-    #[error("metrics: {0}")]
+    #[error("registering metrics")]
     Metrics(#[from] prometheus::Error),
-    /// Binding or serving a socket failed.
-    #[error("{context}: {source}")]
+    /// The TLS certificate or key could not be loaded.
+    #[error("setting up TLS on the task API")]
+    Tls(#[source] Box<polylith_net::tls::TlsError>),
+    /// Binding or serving a socket failed. The message says what was being done; the OS
+    /// error is the source (error-chain formatting prints it once).
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,

@@ -49,6 +49,9 @@ pub struct MinerMetrics {
     pub gemm_flop: prometheus::Counter,
     /// `polylith_miner_commitments`.
     pub commitments: Gauge,
+    /// `polylith_miner_registered`: 1 when the miner's hotkey is in the metagraph as a
+    /// miner, 0 when it is missing or has another role (no validator will pay it).
+    pub registered: IntGauge,
 }
 
 impl MinerMetrics {
@@ -100,6 +103,10 @@ impl MinerMetrics {
             "2*n*k*m of every committed product",
         )?;
         let commitments = Gauge::new("polylith_miner_commitments", "Commitments held for opening")?;
+        let registered = IntGauge::new(
+            "polylith_miner_registered",
+            "1 when this miner's hotkey is in the metagraph as a miner, else 0",
+        )?;
         registry.register(Box::new(build_info.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(rejections.clone()))?;
@@ -110,6 +117,7 @@ impl MinerMetrics {
         registry.register(Box::new(tokens_served.clone()))?;
         registry.register(Box::new(gemm_flop.clone()))?;
         registry.register(Box::new(commitments.clone()))?;
+        registry.register(Box::new(registered.clone()))?;
 
         build_info
             .with_label_values(&["miner", env!("CARGO_PKG_VERSION")])
@@ -137,6 +145,7 @@ impl MinerMetrics {
             tokens_served,
             gemm_flop,
             commitments,
+            registered,
         })
     }
 
@@ -191,6 +200,7 @@ mod tests {
             "polylith_miner_tokens_served_total",
             "polylith_miner_gemm_flop_total",
             "polylith_miner_commitments",
+            "polylith_miner_registered",
         ] {
             assert!(
                 text.contains(&format!("# TYPE {name} ")),

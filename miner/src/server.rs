@@ -130,6 +130,9 @@ pub struct MinerInner {
     /// cache of a previous run is gone.
     pub(crate) started_ms: u64,
     tasks_served: AtomicU64,
+    /// Why this miner cannot earn under the current metagraph (hotkey missing or not a
+    /// miner), or `None`; `/health` reports it as `degraded`.
+    registration: Mutex<Option<String>>,
 }
 
 impl MinerInner {
@@ -294,11 +297,12 @@ impl Miner {
             places: Mutex::new(HashMap::new()),
             started_ms,
             tasks_served: AtomicU64::new(0),
+            registration: Mutex::new(None),
             config,
         };
-        Ok(Self {
-            inner: Arc::new(inner),
-        })
+        let inner = Arc::new(inner);
+        check_registration(&inner);
+        Ok(Self { inner })
     }
 
     /// This miner's hotkey.
@@ -328,7 +332,17 @@ impl Miner {
 
     /// Re-reads the metagraph file if it changed; `Ok(true)` when a new one was installed.
     pub fn reload_metagraph(&self) -> Result<bool, MinerError> {
-        Ok(self.inner.metagraph.reload_if_changed()?)
+        let changed = self.inner.metagraph.reload_if_changed()?;
+        if changed {
+            check_registration(&self.inner);
+        }
+        Ok(changed)
+    }
+
+    /// Why this miner cannot earn under the current metagraph (its hotkey is missing, or
+    /// listed with another role), or `None` when it is registered as a miner.
+    pub fn registration_problem(&self) -> Option<String> {
+        self.inner.registration.lock().clone()
     }
 
     /// The task API: `/v1/gemm/commit`, `/v1/gemm/open`, `/v1/completions`,
@@ -373,23 +387,52 @@ impl Miner {
         };
         let api_addr = local_addr(&listener)?;
         let metrics_addr = local_addr(&metrics_listener)?;
+        let config = &self.inner.config;
+        // Before the start-up line: a bad certificate is a start-up error, not a log line.
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                polylith_net::tls::server_config(cert, key)
+                    .map_err(|e| MinerError::Tls(Box::new(e)))?,
+            ),
+            _ => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(
-            %api_addr,
-            %metrics_addr,
+            key = %config.key,
             hotkey = %self.inner.ss58,
+            api = %format!("{scheme}://{api_addr}"),
+            metrics = %format!("http://{metrics_addr}/metrics"),
             backend = self.inner.backend.name(),
-            behaviour = %self.inner.config.behaviour,
+            model = self.inner.model.as_ref().map(|m| m.name.as_str()).unwrap_or("none"),
+            model_hash = self.inner.model.as_ref().map(|m| m.hash_hex.as_str()).unwrap_or("-"),
+            behaviour = %config.behaviour,
+            metagraph = %config.metagraph.display(),
             "miner serving"
         );
         let listeners =
             polylith_net::ListenerMetrics::register_or_warn(self.inner.metrics.registry());
-        let api = polylith_net::serve(
-            listener,
-            self.router(),
-            self.inner.config.listener_limits(),
-            listeners.listener("api"),
-            stopped(stop_rx.clone()),
-        );
+        let api_limits = self.inner.config.listener_limits();
+        let api_observer = listeners.listener("api");
+        let api_stop = stopped(stop_rx.clone());
+        let router = self.router();
+        let api = async move {
+            match tls {
+                Some(tls) => {
+                    polylith_net::serve_tls(
+                        listener,
+                        tls,
+                        router,
+                        api_limits,
+                        api_observer,
+                        api_stop,
+                    )
+                    .await
+                }
+                None => {
+                    polylith_net::serve(listener, router, api_limits, api_observer, api_stop).await
+                }
+            }
+        };
         let metrics = polylith_net::serve(
             metrics_listener,
             self.metrics_router(),
@@ -458,6 +501,7 @@ async fn reload_loop(inner: Arc<MinerInner>, mut stop: watch::Receiver<bool>) {
     let period = Duration::from_millis(inner.config.metagraph_reload_ms);
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_reminder = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -465,11 +509,23 @@ async fn reload_loop(inner: Arc<MinerInner>, mut stop: watch::Receiver<bool>) {
         }
         let worker = inner.clone();
         match tokio::task::spawn_blocking(move || worker.metagraph.reload_if_changed()).await {
-            Ok(Ok(true)) => tracing::info!(
-                neurons = inner.metagraph.current().neurons.len(),
-                "metagraph reloaded"
-            ),
-            Ok(Ok(false)) => {}
+            Ok(Ok(true)) => {
+                tracing::info!(
+                    neurons = inner.metagraph.current().neurons.len(),
+                    "metagraph reloaded"
+                );
+                check_registration(&inner);
+                last_reminder = tokio::time::Instant::now();
+            }
+            Ok(Ok(false)) => {
+                // Unchanged file, still not registered: remind now and then, not every tick.
+                if last_reminder.elapsed() >= REGISTRATION_REMINDER
+                    && inner.registration.lock().is_some()
+                {
+                    check_registration(&inner);
+                    last_reminder = tokio::time::Instant::now();
+                }
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "metagraph reload failed; keeping the old one")
             }
@@ -515,9 +571,53 @@ async fn admission(State(inner): State<Arc<MinerInner>>, req: Request, next: Nex
     }
 }
 
+/// How often an unregistered miner repeats its error when the metagraph does not change.
+const REGISTRATION_REMINDER: Duration = Duration::from_secs(60);
+
+/// Why `hotkey` cannot earn as a miner under `metagraph`, or `None` when it is listed as one.
+pub fn registration_problem(metagraph: &Metagraph, hotkey: &PublicKey) -> Option<String> {
+    let ss58 = hotkey.to_ss58();
+    match metagraph.by_hotkey(hotkey) {
+        None => Some(format!(
+            "hotkey {ss58} is not in the metagraph, so no validator will query or pay this \
+             miner: add it as a [[neuron]] with role = \"miner\" and this miner's endpoint"
+        )),
+        Some(n) if n.role != Role::Miner => Some(format!(
+            "hotkey {ss58} is uid {} in the metagraph with role validator, not miner, so no \
+             validator will query or pay this miner: run a miner with a miner's hotkey",
+            n.uid
+        )),
+        Some(_) => None,
+    }
+}
+
+/// Re-checks the registration against the current metagraph: sets the metric and the
+/// `/health` status and logs an error while the miner cannot earn. The miner keeps running
+/// (a metagraph edit or a registration can fix it without a restart).
+fn check_registration(inner: &MinerInner) {
+    let problem = registration_problem(&inner.metagraph.current(), &inner.public);
+    inner.metrics.registered.set(i64::from(problem.is_none()));
+    match &problem {
+        Some(why) => tracing::error!(
+            hotkey = %inner.ss58,
+            metagraph = %inner.config.metagraph.display(),
+            "not registered as a miner: {why}; serving anyway and re-checking on every \
+             metagraph change"
+        ),
+        None => {
+            if inner.registration.lock().is_some() {
+                tracing::info!(hotkey = %inner.ss58, "registered as a miner in the metagraph");
+            }
+        }
+    }
+    *inner.registration.lock() = problem;
+}
+
 async fn health(State(inner): State<Arc<MinerInner>>) -> Response {
+    let problem = inner.registration.lock().clone();
     axum::Json(serde_json::json!({
-        "status": "ok",
+        "status": if problem.is_some() { "degraded" } else { "ok" },
+        "problem": problem,
         "hotkey": inner.ss58,
         "backend": inner.backend.name(),
     }))

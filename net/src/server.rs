@@ -35,6 +35,36 @@ pub async fn serve(
     observer: ListenerObserver,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
+    serve_with(listener, None, router, limits, observer, shutdown).await
+}
+
+/// [`serve`] over TLS: each accepted connection completes a TLS handshake with `tls` first.
+///
+/// The handshake counts as part of receiving the first request's header: it must finish
+/// within `limits.header_read_timeout` (counted as a header timeout), so a client that
+/// stalls mid-handshake holds a connection no longer than one that stalls mid-header. A
+/// failed handshake closes the connection and is logged at debug, like any bad request.
+/// Caps, idle and body timeouts and shutdown behave exactly as in [`serve`].
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+    limits: ListenerLimits,
+    observer: ListenerObserver,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    serve_with(listener, Some(acceptor), router, limits, observer, shutdown).await
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    router: Router,
+    limits: ListenerLimits,
+    observer: ListenerObserver,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
     let limits = Arc::new(limits);
     let caps = Arc::new(Caps::default());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -59,6 +89,7 @@ pub async fn serve(
                     };
                     connections.spawn(connection(
                         stream,
+                        tls.clone(),
                         peer,
                         router.clone(),
                         limits.clone(),
@@ -302,9 +333,12 @@ impl AsyncWrite for Tracked {
     }
 }
 
-/// Drives one connection until it closes, times out, or shutdown's grace runs out.
+/// Drives one connection (after its TLS handshake, with `tls`) until it closes, times out,
+/// or shutdown's grace runs out.
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     stream: TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     peer: SocketAddr,
     router: Router,
     limits: Arc<ListenerLimits>,
@@ -317,11 +351,70 @@ async fn connection(
     let _open = OpenGuard::new(observer.clone());
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(Activity::new());
-    let timed_out = Arc::new(BodyTimedOut::default());
-    let io = TokioIo::new(Tracked {
+    // Bytes are tracked below TLS, so handshake and record traffic keep the idle timer fed.
+    let tracked = Tracked {
         stream,
         activity: activity.clone(),
-    });
+    };
+    match tls {
+        None => {
+            drive(
+                TokioIo::new(tracked),
+                activity,
+                peer,
+                router,
+                &limits,
+                &observer,
+                &mut stop,
+            )
+            .await
+        }
+        Some(acceptor) => {
+            let handshake =
+                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tracked));
+            let tls_stream = tokio::select! {
+                r = handshake => match r {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        observer.record(Event::HeaderTimeout);
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            drive(
+                TokioIo::new(tls_stream),
+                activity,
+                peer,
+                router,
+                &limits,
+                &observer,
+                &mut stop,
+            )
+            .await
+        }
+    }
+    drop(permit);
+}
+
+/// Serves HTTP/1 on one connection's byte stream (plain or decrypted TLS).
+async fn drive<S>(
+    io: TokioIo<S>,
+    activity: Arc<Activity>,
+    peer: SocketAddr,
+    router: Router,
+    limits: &ListenerLimits,
+    observer: &ListenerObserver,
+    stop: &mut watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let timed_out = Arc::new(BodyTimedOut::default());
     let service = {
         let activity = activity.clone();
         let timed_out = timed_out.clone();
@@ -383,7 +476,6 @@ async fn connection(
             }
         }
     }
-    drop(permit);
 }
 
 /// Counts a connection in the open gauge for as long as it lives.

@@ -85,13 +85,51 @@ pub fn error_code(body: &[u8]) -> Option<String> {
     })
 }
 
+/// `e` and its causes, the root cause first (connection refused, DNS, TLS, timeout: what an
+/// operator needs) and then the layers that wrapped it, each text once. reqwest's own
+/// message ("error sending request for url (…)") says none of that by itself.
+pub fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut texts: Vec<String> = Vec::new();
+    let mut current = Some(e);
+    while let Some(err) = current {
+        let text = err.to_string();
+        if !texts.contains(&text) {
+            texts.push(text);
+        }
+        current = err.source();
+    }
+    texts.reverse();
+    texts.join(" <- ")
+}
+
+/// A transport error as a failure. The message carries the whole cause chain, bounded and
+/// sanitised by [`Failure::new`] like any text that may come from a miner (a TLS error can
+/// quote the miner's certificate).
 fn transport_failure(e: &reqwest::Error, what: &str) -> Failure {
     let reason = if e.is_timeout() {
         FailureReason::Timeout
     } else {
         FailureReason::Unreachable
     };
-    Failure::new(reason, format!("{what}: {e}"))
+    Failure::new(reason, format!("{what}: {}", cause_chain(e)))
+}
+
+/// The builder of every HTTP client of a validator: rustls (the process's ring provider,
+/// installed here if nothing did it before), trusting the system's root certificates plus
+/// those in `extra_ca` (a private CA or miners' self-signed certificates), no proxy, and
+/// never following a redirect (a miner answering 3xx would otherwise make the validator
+/// re-send its signed request to any address: SSRF).
+pub fn http_client_builder(
+    extra_ca: Option<&std::path::Path>,
+) -> Result<reqwest::ClientBuilder, polylith_net::tls::TlsError> {
+    let roots = polylith_net::tls::client_roots(extra_ca)?;
+    let roots = roots
+        .into_iter()
+        .filter_map(|der| reqwest::Certificate::from_der(&der).ok());
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_certs_only(roots))
 }
 
 fn redirect_failure(status: reqwest::StatusCode, what: &str) -> Failure {
@@ -146,15 +184,24 @@ fn is_token(ev: &SseEvent) -> bool {
 }
 
 impl SignedClient {
-    /// A client signing with `key`, refusing bodies over `max_body` bytes. It never follows
-    /// a redirect: a miner answering 3xx would otherwise make the validator re-send its
-    /// signed request to any address (SSRF).
-    pub fn new(key: Hotkey, max_body: usize) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
+    /// A client signing with `key`, refusing bodies over `max_body` bytes, trusting the
+    /// system's root certificates. It never follows a redirect: a miner answering 3xx would
+    /// otherwise make the validator re-send its signed request to any address (SSRF).
+    pub fn new(key: Hotkey, max_body: usize) -> Result<Self, crate::ValidatorError> {
+        Self::with_ca(key, max_body, None)
+    }
+
+    /// [`Self::new`], also trusting the certificates in the PEM file `extra_ca`.
+    pub fn with_ca(
+        key: Hotkey,
+        max_body: usize,
+        extra_ca: Option<&std::path::Path>,
+    ) -> Result<Self, crate::ValidatorError> {
+        let http = http_client_builder(extra_ca)
+            .map_err(|e| crate::ValidatorError::Tls(Box::new(e)))?
             .pool_max_idle_per_host(4)
-            .build()?;
+            .build()
+            .map_err(crate::ValidatorError::Http)?;
         Ok(Self {
             http,
             key,

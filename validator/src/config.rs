@@ -74,9 +74,23 @@ impl std::fmt::Display for ValidatorBehaviour {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ValidatorConfig {
-    /// Address of the public API (`GET /v1/weights`, `GET /health`, `GET /v1/state`).
+    /// Address of the public API (`GET /v1/weights`, `GET /health`, `GET /v1/state`):
+    /// `IP:PORT` or `HOST:PORT` (resolved at load).
+    #[serde(deserialize_with = "deserialize_listen")]
     pub listen: SocketAddr,
+    #[serde(deserialize_with = "deserialize_listen")]
     /// Address of the Prometheus endpoint (`GET /metrics`); loopback by default.
+    /// PEM certificate chain: with `tls_key`, the public API serves HTTPS (the metagraph
+    /// endpoint must then be `https://`). Metrics stay plain HTTP on loopback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM certificates to trust, besides the system's, for `https://` miners and peers
+    /// (a private CA, or self-signed certificates).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
     pub metrics_listen: SocketAddr,
     /// Longest time to receive a request's headers (also how long an idle keep-alive
     /// connection may wait before its next request), milliseconds. Every listener.
@@ -187,13 +201,24 @@ pub fn default_open_rows() -> u32 {
 impl Default for ValidatorConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8092)),
-            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            // The ports of the compose subnet and the example metagraph: validators 8081+
+            // (metrics 9201+), miners 8091+ (metrics 9101+), so defaults never collide.
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9201)),
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             max_connections: 1024,
             max_connections_per_ip: 128,
+/// A listen address in TOML: `IP:PORT` or a `HOST:PORT` that resolves.
+fn deserialize_listen<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    polylith_net::resolve_listen_addr(&text).map_err(serde::de::Error::custom)
+}
+
             metrics_max_connections: 16,
             key: "validator".to_string(),
             metagraph: PathBuf::from("metagraph.toml"),
@@ -278,6 +303,9 @@ impl ValidatorConfig {
         }
         if self.open_rows == 0 {
             return bad("open_rows must be at least 1".to_string());
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return bad("tls_cert and tls_key go together: give both or neither".to_string());
         }
         if self.header_read_timeout_ms == 0
             || self.body_read_timeout_ms == 0

@@ -14,7 +14,7 @@ pub enum ValidatorError {
     #[error(transparent)]
     Metagraph(#[from] MetagraphError),
     /// The database could not be opened (locked by another process, corrupt, unwritable).
-    #[error("opening the validator database at {path}: {source}")]
+    #[error("opening the validator database at {}", path.display())]
     DbOpen {
         /// The data directory.
         path: PathBuf,
@@ -30,13 +30,17 @@ pub enum ValidatorError {
         message: String,
     },
     /// Metrics registration failed (a duplicate name: a bug).
-    #[error("metrics: {0}")]
+    #[error("registering metrics")]
     Metrics(#[from] prometheus::Error),
     /// The HTTP client could not be built.
-    #[error("building the HTTP client: {0}")]
-    Http(String),
-    /// Binding or serving a socket failed.
-    #[error("{context}: {source}")]
+    #[error("building the HTTP client")]
+    Http(#[source] reqwest::Error),
+    /// The TLS certificates (`tls_cert`/`tls_key`, `tls_ca`) could not be loaded.
+    #[error("setting up TLS")]
+    Tls(#[source] Box<polylith_net::tls::TlsError>),
+    /// Binding or serving a socket failed. The message says what was being done; the OS
+    /// error is the source (error-chain formatting prints it once).
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,

@@ -66,6 +66,9 @@ pub struct ValidatorMetrics {
     pub data_dir_size_bytes: Gauge,
     /// `polylith_validator_db_write_errors_total` (not yet in docs/metrics.md).
     pub db_write_errors: IntCounter,
+    /// `polylith_validator_registered`: 1 when the validator's hotkey is in the metagraph
+    /// as a validator, 0 when it is missing or has another role.
+    pub registered: IntGauge,
 }
 
 impl ValidatorMetrics {
@@ -77,6 +80,10 @@ impl ValidatorMetrics {
             &["component", "version"],
         )?;
         let rounds = IntCounter::new("polylith_validator_rounds_total", "Completed rounds")?;
+        let registered = IntGauge::new(
+            "polylith_validator_registered",
+            "1 when this validator's hotkey is in the metagraph as a validator, else 0",
+        )?;
         let round_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "polylith_validator_round_duration_seconds",
@@ -227,6 +234,7 @@ impl ValidatorMetrics {
             Box::new(data_dir_free_bytes.clone()),
             Box::new(data_dir_size_bytes.clone()),
             Box::new(db_write_errors.clone()),
+            Box::new(registered.clone()),
         ] {
             registry.register(c)?;
         }
@@ -268,6 +276,7 @@ impl ValidatorMetrics {
             data_dir_free_bytes,
             data_dir_size_bytes,
             db_write_errors,
+            registered,
         })
     }
 
@@ -314,6 +323,7 @@ mod tests {
         for name in [
             "polylith_build_info",
             "polylith_validator_rounds_total",
+            "polylith_validator_registered",
             "polylith_validator_round_duration_seconds",
             "polylith_validator_last_round_timestamp_seconds",
             "polylith_validator_queries_total",

@@ -23,7 +23,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use polylith_protocol::keys::{Hotkey, PublicKey};
-use polylith_protocol::metagraph::{Metagraph, MetagraphHandle, Neuron};
+use polylith_protocol::metagraph::{Metagraph, MetagraphHandle, Neuron, Role};
 use polylith_protocol::weights::{
     Evidence, Reveal, SeenMessage, SignedWeights, WeightsMessage, WorkProof,
 };
@@ -111,6 +111,9 @@ struct Inner {
     /// Equivocation evidence by offending hotkey.
     evidence: parking_lot::Mutex<BTreeMap<String, Evidence>>,
     db_write_errors: AtomicU64,
+    /// Why this validator's weights cannot count under the current metagraph (hotkey
+    /// missing or not a validator), or `None`; `/health` reports it as `degraded`.
+    registration: parking_lot::Mutex<Option<String>>,
 }
 
 /// A validator: configuration, key, database and state. Cheap to clone (shared state).
@@ -145,16 +148,12 @@ impl Validator {
             .filter(|e| e.verify().is_some())
             .map(|e| (e.first.validator.clone(), e))
             .collect();
-        let peer_http = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
+        let peer_http = crate::client::http_client_builder(config.tls_ca.as_deref())
+            .map_err(|e| ValidatorError::Tls(Box::new(e)))?
             .build()
-            .map_err(|e| ValidatorError::Http(e.to_string()))?;
+            .map_err(ValidatorError::Http)?;
         let public = hotkey.public();
         let ss58 = public.to_ss58();
-        if metagraph.current().by_hotkey(&public).is_none() {
-            tracing::warn!(hotkey = %ss58, "this validator's hotkey is not in the metagraph; its weights will not enter consensus");
-        }
         if state.round > 0 {
             tracing::info!(
                 round = state.round,
@@ -162,8 +161,11 @@ impl Validator {
                 "resuming from the database"
             );
         }
-        let client = SignedClient::new(hotkey.clone(), config.max_response_bytes)
-            .map_err(|e| ValidatorError::Http(e.to_string()))?;
+        let client = SignedClient::with_ca(
+            hotkey.clone(),
+            config.max_response_bytes,
+            config.tls_ca.as_deref(),
+        )?;
         let mut tasks: Vec<(f64, Box<dyn Task>)> = Vec::new();
         if config.task_weights.gemm > 0.0 {
             tasks.push((
@@ -202,7 +204,7 @@ impl Validator {
                     .with_label_values(&[task.kind().as_str(), reason.as_str()]);
             }
         }
-        Ok(Self {
+        let validator = Self {
             inner: Arc::new(Inner {
                 config,
                 hotkey,
@@ -220,8 +222,52 @@ impl Validator {
                 peer_msgs: parking_lot::Mutex::new(BTreeMap::new()),
                 evidence: parking_lot::Mutex::new(evidence),
                 db_write_errors: AtomicU64::new(0),
+                registration: parking_lot::Mutex::new(None),
             }),
-        })
+        };
+        validator.check_registration();
+        Ok(validator)
+    }
+
+    /// Why this validator's weights cannot count under the current metagraph (its hotkey is
+    /// missing, or listed with another role), or `None` when it is registered as one.
+    pub fn registration_problem(&self) -> Option<String> {
+        self.inner.registration.lock().clone()
+    }
+
+    /// Re-checks the registration against the current metagraph: sets the metric and the
+    /// `/health` status and logs an error while the validator's weights cannot count. It
+    /// keeps running: a metagraph edit or a registration fixes it without a restart.
+    fn check_registration(&self) {
+        let inner = &self.inner;
+        let mg = inner.metagraph.current();
+        let problem = match mg.by_hotkey(&inner.public) {
+            None => Some(format!(
+                "hotkey {} is not in the metagraph, so its weights do not enter consensus and \
+                 miners refuse its queries: add it as a [[neuron]] with role = \"validator\", \
+                 a stake and this validator's endpoint",
+                inner.ss58
+            )),
+            Some(n) if n.role != Role::Validator => Some(format!(
+                "hotkey {} is uid {} in the metagraph with role miner, not validator, so \
+                 miners refuse its queries: run a validator with a validator's hotkey",
+                inner.ss58, n.uid
+            )),
+            Some(_) => None,
+        };
+        inner.metrics.registered.set(i64::from(problem.is_none()));
+        match &problem {
+            Some(why) => tracing::error!(
+                hotkey = %inner.ss58,
+                metagraph = %inner.config.metagraph.display(),
+                "not registered as a validator: {why}; running anyway and re-checking every round"
+            ),
+            None if inner.registration.lock().is_some() => {
+                tracing::info!(hotkey = %inner.ss58, "registered as a validator in the metagraph")
+            }
+            None => {}
+        }
+        *inner.registration.lock() = problem;
     }
 
     /// This validator's hotkey.
@@ -412,12 +458,17 @@ impl Validator {
         let started = Instant::now();
         let started_ms = now_ms();
         match inner.metagraph.reload_if_changed() {
-            Ok(true) => tracing::info!("metagraph reloaded"),
+            Ok(true) => tracing::info!(
+                neurons = inner.metagraph.current().neurons.len(),
+                "metagraph reloaded"
+            ),
             Ok(false) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "metagraph reload failed; keeping the previous one")
             }
         }
+        // Every round, changed file or not: an unregistered validator says so each round.
+        self.check_registration();
         let mg = inner.metagraph.current();
         let targets: Vec<MinerTarget> = mg
             .miners()
@@ -540,10 +591,18 @@ impl Validator {
         }
         self.update_metrics(&mg, &state, &record, started.elapsed());
         *inner.state.lock() = state;
+        let mut failed_by_reason: BTreeMap<&str, usize> = BTreeMap::new();
+        for f in record.outcomes.iter().filter_map(|o| o.failure.as_ref()) {
+            *failed_by_reason.entry(f.reason.as_str()).or_default() += 1;
+        }
         tracing::info!(
             miners = targets.len(),
+            queried = record.outcomes.len(),
             verified = record.outcomes.iter().filter(|o| o.verified()).count(),
+            failed = failed_by_reason.values().sum::<usize>(),
+            failed_by_reason = ?failed_by_reason,
             peers = record.peers_used.len(),
+            weights_published = record.persisted,
             secs = started.elapsed().as_secs_f64(),
             "round complete"
         );
@@ -1036,7 +1095,28 @@ impl Validator {
         let metrics_addr = metrics_listener
             .local_addr()
             .map_err(|e| io("reading the listener's address", e))?;
-        tracing::info!(%api_addr, %metrics_addr, hotkey = %self.inner.ss58, "validator serving");
+        let config = &self.inner.config;
+        // Before the start-up line: a bad certificate is a start-up error, not a log line.
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                polylith_net::tls::server_config(cert, key)
+                    .map_err(|e| ValidatorError::Tls(Box::new(e)))?,
+            ),
+            _ => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(
+            key = %config.key,
+            hotkey = %self.inner.ss58,
+            api = %format!("{scheme}://{api_addr}"),
+            metrics = %format!("http://{metrics_addr}/metrics"),
+            tasks = %self.inner.tasks.iter().map(|(w, t)| format!("{}={w}", t.kind())).collect::<Vec<_>>().join(","),
+            llm_model = %config.llm_model,
+            metagraph = %config.metagraph.display(),
+            data_dir = %config.data_dir.display(),
+            resuming_after_round = self.round(),
+            "validator serving"
+        );
         self.update_disk_metrics();
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -1044,13 +1124,19 @@ impl Validator {
         };
         let listeners =
             polylith_net::ListenerMetrics::register_or_warn(self.inner.metrics.registry());
-        let mut api = tokio::spawn(polylith_net::serve(
-            listener,
-            self.router(),
-            self.inner.config.listener_limits(),
-            listeners.listener("api"),
-            stopped(stop_rx.clone()),
-        ));
+        let api = {
+            let (router, limits) = (self.router(), self.inner.config.listener_limits());
+            let (observer, stop) = (listeners.listener("api"), stopped(stop_rx.clone()));
+            async move {
+                match tls {
+                    Some(tls) => {
+                        polylith_net::serve_tls(listener, tls, router, limits, observer, stop).await
+                    }
+                    None => polylith_net::serve(listener, router, limits, observer, stop).await,
+                }
+            }
+        };
+        let mut api = tokio::spawn(api);
         let mut metrics = tokio::spawn(polylith_net::serve(
             metrics_listener,
             self.metrics_router(),
@@ -1297,8 +1383,10 @@ async fn public_state_handler(State(v): State<Validator>) -> Response {
 }
 
 async fn health_handler(State(v): State<Validator>) -> Response {
+    let problem = v.registration_problem();
     axum::Json(serde_json::json!({
-        "status": "ok",
+        "status": if problem.is_some() { "degraded" } else { "ok" },
+        "problem": problem,
         "hotkey": v.inner.ss58,
         "round": v.round(),
         "db_write_errors": v.inner.db_write_errors.load(Ordering::Relaxed),

@@ -353,6 +353,8 @@ async fn kill9_loop_never_serves_two_messages_for_one_round() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("seed"), rand::random::<[u8; 32]>()).unwrap();
     let exe = std::env::current_exe().unwrap();
+    // reqwest is built without a default TLS provider; the daemons install it at start.
+    polylith_net::install_crypto_provider();
     let http = reqwest::Client::new();
     // Every message ever observed, by round: a second, different one is the bug.
     let mut observed: BTreeMap<u64, String> = BTreeMap::new();

@@ -148,6 +148,8 @@ impl TestMiner {
         let task = tokio::spawn(miner.serve(listener, metrics_listener, async move {
             let _ = stopped.await;
         }));
+        // reqwest is built without a default TLS provider; the daemons install it at start.
+        polylith_net::install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
