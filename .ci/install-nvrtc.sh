@@ -2,7 +2,9 @@
 # Installs NVRTC 13.0 and the CUDA 13.0 headers from PyPI wheels into .ci/cuda (no GPU, no
 # nvcc, no root needed) and writes .ci/cuda/env.sh with the two exports the build needs:
 #   LD_LIBRARY_PATH  so cudarc can dlopen libnvrtc.so.13 (and it, libnvrtc-builtins)
-#   CUDA_INCLUDE     so the kernels' #include <cuda_bf16.h> resolves
+#   CUDA_INCLUDE     the CUDA headers, passed to NVRTC as --include-path. The kernels include
+#                    only their own common.cuh and blake3.cuh (no CUDA header), so today this
+#                    only keeps CI like a GPU host, where /usr/local/cuda/include is on the path.
 # NVRTC is pinned to 13.0 on purpose: its PTX (ISA 9.0) is what driver 580 accepts.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -153,23 +153,32 @@ fn miner_starts_serves_health_and_metrics() {
         .arg(&metagraph)
         .arg("--keys-dir")
         .arg(dir.path().join("keys"))
+        // The start-up line goes through the logger (at info, the daemons' default).
+        .env("POLYLITH_LOG", "info")
+        .env("POLYLITH_LOG_JSON", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut child = Killed(child);
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    // "miner <ss58> (cpu) listening on http://A, metrics on http://B/metrics"
-    let urls: Vec<&str> = line
-        .split_whitespace()
-        .filter_map(|w| w.trim_end_matches(',').strip_prefix("http://"))
-        .collect();
-    assert_eq!(urls.len(), 2, "unexpected banner: {line}");
-    let api = urls[0];
-    let metrics = urls[1].trim_end_matches("/metrics");
+    let start = BufReader::new(child.0.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+        .find(|v| v["fields"]["message"] == "miner serving")
+        .expect("a start-up line");
+    let api = start["fields"]["api"]
+        .as_str()
+        .and_then(|u| u.strip_prefix("http://"))
+        .unwrap_or_else(|| panic!("unexpected start-up line: {start}"))
+        .to_string();
+    let metrics = start["fields"]["metrics"]
+        .as_str()
+        .and_then(|u| u.strip_prefix("http://"))
+        .and_then(|u| u.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("unexpected start-up line: {start}"))
+        .to_string();
+    let (api, metrics) = (api.as_str(), metrics.as_str());
     let health = http_get(api, "/health");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(health.contains("\"backend\":\"cpu\""), "{health}");

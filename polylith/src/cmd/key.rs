@@ -1,7 +1,8 @@
 //! `polylith key`: create, show, list and import sr25519 hotkeys in the keystore
 //! (`--keys-dir`, default `$HOME/.polylith/keys`).
 
-use crate::Global;
+use crate::cmd::KeysDirArg;
+use crate::{Global, outln};
 use anyhow::{Context, bail};
 use polylith_protocol::keys::{Hotkey, Keystore};
 use std::io::Read;
@@ -10,6 +11,8 @@ use std::path::PathBuf;
 /// Flags of `polylith key`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    keys_dir: KeysDirArg,
     #[command(subcommand)]
     command: KeyCommand,
 }
@@ -37,9 +40,15 @@ impl NameArg {
 #[derive(Debug, clap::Subcommand)]
 enum KeyCommand {
     /// Create a new random hotkey (file mode 0600) and print its address.
+    ///
+    /// The key's 12-word mnemonic is shown once, on stderr, so it can be written down: it is
+    /// the only way to restore the key if the file is lost. It is also kept in the key file.
     New {
         #[command(flatten)]
         name: NameArg,
+        /// Do not show the mnemonic (scripts; it stays in the key file).
+        #[arg(long)]
+        no_show_mnemonic: bool,
     },
     /// Print a key's SS58 address (first line, alone) and public key.
     Show {
@@ -52,7 +61,8 @@ enum KeyCommand {
     Import {
         #[command(flatten)]
         name: NameArg,
-        /// An unencrypted btcli hotkey file (`~/.bittensor/wallets/<wallet>/hotkeys/<hotkey>`).
+        /// An unencrypted btcli hotkey file (`~/.bittensor/wallets/<wallet>/hotkeys/<hotkey>`);
+        /// for an encrypted one or a coldkey, the error says what to do.
         #[arg(
             long,
             value_name = "PATH",
@@ -69,14 +79,20 @@ enum KeyCommand {
 
 /// Runs `polylith key`.
 pub fn run(args: Args, global: &Global) -> anyhow::Result<()> {
-    let store = Keystore::new(global.keys_dir());
+    let store = Keystore::new(global.keys_dir(&args.keys_dir));
     match args.command {
-        KeyCommand::New { name } => {
+        KeyCommand::New {
+            name,
+            no_show_mnemonic,
+        } => {
             let name = name.get()?;
             let key = store
                 .create(name)
                 .with_context(|| format!("creating key {name:?}"))?;
             print_key(&store, name, &key)?;
+            if !no_show_mnemonic && let Some(phrase) = key.phrase() {
+                show_mnemonic(phrase);
+            }
         }
         KeyCommand::Show { name } => {
             let name = name.get()?;
@@ -93,7 +109,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<()> {
             let key = match (from_file, mnemonic) {
                 (Some(path), _) => store
                     .import_bittensor_file(name, &path)
-                    .with_context(|| format!("importing {} as {name:?}", path.display()))?,
+                    .with_context(|| format!("importing key {name:?}"))?,
                 (None, Some(phrase)) => {
                     let phrase = if phrase == "-" {
                         let mut text = String::new();
@@ -118,10 +134,20 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<()> {
 
 fn print_key(store: &Keystore, name: &str, key: &Hotkey) -> anyhow::Result<()> {
     let public = key.public();
-    println!("{}", public.to_ss58());
-    println!("public key: 0x{}", public.to_hex());
-    println!("file: {}", store.path_of(name)?.display());
+    outln!("{}", public.to_ss58())?;
+    outln!("public key: 0x{}", public.to_hex())?;
+    outln!("file: {}", store.path_of(name)?.display())?;
     Ok(())
+}
+
+/// Shows a new key's mnemonic once, as btcli does. On stderr: stdout stays the address and
+/// file that scripts read, and a script capturing stdout does not capture the secret.
+fn show_mnemonic(phrase: &str) {
+    eprintln!(
+        "\nIMPORTANT: write down this mnemonic and keep it somewhere safe and offline. It is the \
+         only way to restore this hotkey if the key file is lost, and anyone who has it controls \
+         the key. It will not be shown again.\n\n    {phrase}\n"
+    );
 }
 
 fn list(store: &Keystore) -> anyhow::Result<()> {
@@ -144,8 +170,8 @@ fn list(store: &Keystore) -> anyhow::Result<()> {
     names.sort();
     for name in names {
         match store.load(&name) {
-            Ok(key) => println!("{name}\t{}", key.public().to_ss58()),
-            Err(e) => println!("{name}\t(unreadable: {e})"),
+            Ok(key) => outln!("{name}\t{}", key.public().to_ss58())?,
+            Err(e) => outln!("{name}\t(unreadable: {:#})", anyhow::Error::new(e))?,
         }
     }
     Ok(())

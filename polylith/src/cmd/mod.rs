@@ -11,13 +11,30 @@ macro_rules! override_from_flags {
 pub mod bench;
 pub mod explain;
 pub mod health;
+pub mod help;
 pub mod kernels;
 pub mod key;
 pub mod local;
 pub mod miner;
 pub mod model;
+pub mod out;
 pub mod validator;
 pub mod yuma;
+
+/// `--keys-dir` for the subcommands that read keys (`key` and its subcommands, `miner`,
+/// `validator`); the same flag before the subcommand also works
+/// (`polylith --keys-dir DIR miner ...`). Not on the other commands, which ignore keys.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct KeysDirArg {
+    /// Directory holding named hotkey files [default: $HOME/.polylith/keys].
+    #[arg(
+        long = "keys-dir",
+        global = true,
+        env = "POLYLITH_KEYS_DIR",
+        value_name = "DIR"
+    )]
+    pub keys_dir: Option<std::path::PathBuf>,
+}
 
 /// Completes on Ctrl-C or SIGTERM: the daemons' and `local --serve`'s shutdown future.
 pub(crate) async fn shutdown_signal() {

@@ -3,6 +3,7 @@
 //! rounds until Ctrl-C, SIGTERM or the configured number of rounds.
 
 use crate::Global;
+use crate::cmd::KeysDirArg;
 use anyhow::Context;
 use polylith_protocol::keys::Keystore;
 use polylith_validator::{Validator, ValidatorConfig};
@@ -16,10 +17,10 @@ pub struct Args {
     #[arg(long, env = "POLYLITH_VALIDATOR_CONFIG")]
     pub config: Option<PathBuf>,
     /// Address of the public API (weights, health, state).
-    #[arg(long, env = "POLYLITH_LISTEN")]
+    #[arg(long, env = "POLYLITH_LISTEN", value_name = "HOST:PORT", value_parser = listen_addr)]
     pub listen: Option<SocketAddr>,
     /// Address of the Prometheus metrics endpoint.
-    #[arg(long, env = "POLYLITH_METRICS_LISTEN")]
+    #[arg(long, env = "POLYLITH_METRICS_LISTEN", value_name = "HOST:PORT", value_parser = listen_addr)]
     pub metrics_listen: Option<SocketAddr>,
     /// Longest time to receive a request's headers, milliseconds.
     #[arg(long, env = "POLYLITH_HEADER_READ_TIMEOUT_MS")]
@@ -39,9 +40,30 @@ pub struct Args {
     /// Most connections open at once on the metrics listener.
     #[arg(long, env = "POLYLITH_METRICS_MAX_CONNECTIONS")]
     pub metrics_max_connections: Option<usize>,
+    /// PEM certificate chain: serve the API over HTTPS (with --tls-key).
+    #[arg(
+        long,
+        env = "POLYLITH_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "POLYLITH_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// PEM certificates to trust, besides the system's, for https:// miners and peers.
+    #[arg(long, env = "POLYLITH_TLS_CA", value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
     /// Name of the hotkey in the keystore.
     #[arg(long, env = "POLYLITH_KEY")]
     pub key: Option<String>,
+    #[command(flatten)]
+    pub keys_dir: KeysDirArg,
     /// Metagraph TOML file.
     #[arg(long, env = "POLYLITH_METAGRAPH")]
     pub metagraph: Option<PathBuf>,
@@ -155,6 +177,15 @@ impl Args {
         if let Some(w) = self.llm_weight {
             c.task_weights.llm = w;
         }
+        if let Some(path) = &self.tls_cert {
+            c.tls_cert = Some(path.clone());
+        }
+        if let Some(path) = &self.tls_key {
+            c.tls_key = Some(path.clone());
+        }
+        if let Some(path) = &self.tls_ca {
+            c.tls_ca = Some(path.clone());
+        }
         c.validate()?;
         Ok(c)
     }
@@ -164,10 +195,10 @@ impl Args {
 pub fn run(args: Args, global: &Global) -> anyhow::Result<()> {
     let config = args.config()?;
     if args.print_config {
-        print!("{}", config.to_toml());
+        crate::cmd::out::write(format_args!("{}", config.to_toml()))?;
         return Ok(());
     }
-    let keystore = Keystore::new(global.keys_dir());
+    let keystore = Keystore::new(global.keys_dir(&args.keys_dir));
     let hotkey = keystore
         .load(&config.key)
         .with_context(|| format!("loading hotkey {:?}", config.key))?;
@@ -186,14 +217,20 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<()> {
                 format!("binding the metrics endpoint to {}", config.metrics_listen)
             })?;
         let validator = Validator::new(config, hotkey)?;
-        println!(
-            "validator {} listening on http://{}, metrics on http://{}/metrics (resuming after round {})",
-            validator.public_key().to_ss58(),
-            listener.local_addr()?,
-            metrics_listener.local_addr()?,
-            validator.round(),
-        );
-        polylith_validator::run(validator, listener, metrics_listener, super::shutdown_signal()).await?;
+        // The start-up line (key, address, endpoints, model, backend) is logged by the
+        // library when serving starts, through the logger so JSON logging covers it.
+        polylith_validator::run(
+            validator,
+            listener,
+            metrics_listener,
+            super::shutdown_signal(),
+        )
+        .await?;
         Ok(())
     })
+}
+
+/// `--listen` and `--metrics-listen`: `IP:PORT` or a `HOST:PORT` that resolves.
+fn listen_addr(text: &str) -> Result<SocketAddr, String> {
+    polylith_net::resolve_listen_addr(text).map_err(|e| e.to_string())
 }
