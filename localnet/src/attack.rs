@@ -1,7 +1,9 @@
 //! A slow-body client for the local subnet: a stranger (a key that is not in the metagraph)
 //! that holds connections open to every miner and validator listener for the whole run,
 //! sending forged or unregistered `x-polylith-*` headers with bodies it dribbles and never
-//! finishes, and headers it never finishes. It is there to show, in the leaderboard, that
+//! finishes, and headers it never finishes; and, when given one, a registered validator key
+//! with the least stake a miner admits, whose correctly signed requests get a place and then
+//! dribble their bodies. It is there to show, in the leaderboard, that
 //! such a client gets no answer but a refusal and that honest miners keep being verified
 //! (docs/security.md §2 and §4 name the defences: `admit` refuses before the body is read,
 //! the listener cuts unfinished headers and bodies).
@@ -11,7 +13,7 @@
 //! with the subnet's stop signal.
 
 use polylith_protocol::keys::{Hotkey, PublicKey};
-use polylith_protocol::signing::RequestEnvelope;
+use polylith_protocol::signing::{RequestEnvelope, blake3_hex};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -49,13 +51,16 @@ enum Kind {
     Unregistered,
     /// A request line and headers that never end.
     EndlessHeaders,
+    /// Headers correctly signed by the registered low-stake key, then a dribbled body.
+    Registered,
 }
 
 impl Kind {
-    fn for_connection(i: usize, miner: bool) -> Self {
-        match (miner, i % 3) {
+    fn for_connection(i: usize, miner: bool, registered: bool) -> Self {
+        match (miner, i % 4) {
             (true, 0) => Kind::ForgedSignature,
             (true, 1) => Kind::Unregistered,
+            (true, 3) if registered => Kind::Registered,
             (false, 0) => Kind::Unregistered,
             _ => Kind::EndlessHeaders,
         }
@@ -63,7 +68,7 @@ impl Kind {
 }
 
 /// What the slow client got, for the leaderboard.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SlowClientReport {
     /// Listeners attacked (every miner and validator API).
     pub listeners: usize,
@@ -79,6 +84,12 @@ pub struct SlowClientReport {
     pub cut_without_answer: u64,
     /// Bytes dribbled in all.
     pub bytes_sent: u64,
+    /// Uid of the registered low-stake key, when one ran.
+    #[serde(default)]
+    pub registered_uid: Option<u16>,
+    /// That key's Yuma dividend share in the shown epoch.
+    #[serde(default)]
+    pub registered_dividend_share: Option<f64>,
 }
 
 impl SlowClientReport {
@@ -101,19 +112,32 @@ pub struct SlowClients {
 
 impl SlowClients {
     /// Starts `per_listener` connections to each target; they run until `stop` turns true.
-    pub fn start(targets: &[Target], per_listener: usize, stop: watch::Receiver<bool>) -> Self {
+    /// With `registered` (uid and key of a staked validator), every fourth connection to a
+    /// miner sends that key's correctly signed requests.
+    pub fn start(
+        targets: &[Target],
+        per_listener: usize,
+        registered: Option<(u16, Hotkey)>,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
         let report = Arc::new(Mutex::new(SlowClientReport {
             listeners: targets.len(),
             per_listener,
+            registered_uid: registered.as_ref().map(|(uid, _)| *uid),
             ..SlowClientReport::default()
         }));
-        // One key for the whole client: a stranger to the metagraph.
-        let key = Arc::new(Hotkey::generate());
+        // One key for the unregistered requests: a stranger to the metagraph.
+        let stranger = Arc::new(Hotkey::generate());
+        let staked = registered.map(|(_, k)| Arc::new(k));
         let mut tasks = Vec::new();
         for t in targets {
             for i in 0..per_listener {
-                let kind = Kind::for_connection(i, t.miner);
-                let (t, key, report, stop) = (t.clone(), key.clone(), report.clone(), stop.clone());
+                let kind = Kind::for_connection(i, t.miner, staked.is_some());
+                let key = match (&staked, kind) {
+                    (Some(k), Kind::Registered) => k.clone(),
+                    _ => stranger.clone(),
+                };
+                let (t, report, stop) = (t.clone(), report.clone(), stop.clone());
                 tasks.push(tokio::spawn(async move {
                     hold(t, kind, key, report, stop).await;
                 }));
@@ -154,8 +178,14 @@ fn preamble(t: &Target, kind: Kind, key: &Hotkey) -> Vec<u8> {
         return head.into_bytes();
     }
     // Signed over a body that is never sent (the body hash is part of the signed headers).
-    let never_sent = vec![b'x'; DECLARED_BODY];
-    let mut env = RequestEnvelope::sign(key, &t.hotkey, "POST", path, &never_sent, now_ms());
+    let mut env = RequestEnvelope::sign(key, &t.hotkey, "POST", path, b"", now_ms());
+    // The hash of a body that is never sent, computed once: hashing a MiB per connection
+    // would cost the machine the subnet runs on more than the servers spend refusing it.
+    static NEVER_SENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    env.body_hash = NEVER_SENT
+        .get_or_init(|| blake3_hex(&vec![b'x'; DECLARED_BODY]))
+        .clone();
+    env.signature = key.sign(&env.signing_payload("POST", path)).to_hex();
     if kind == Kind::ForgedSignature {
         // A well-formed signature by this key over other bytes: it does not verify.
         env.signature = key.sign(b"not the signing payload").to_hex();
@@ -281,15 +311,22 @@ mod tests {
 
     #[test]
     fn miners_get_every_kind_and_validators_no_forged_signature() {
-        let m: Vec<Kind> = (0..3).map(|i| Kind::for_connection(i, true)).collect();
+        let m: Vec<Kind> = (0..4)
+            .map(|i| Kind::for_connection(i, true, true))
+            .collect();
         assert_eq!(
             m,
             [
                 Kind::ForgedSignature,
                 Kind::Unregistered,
-                Kind::EndlessHeaders
+                Kind::EndlessHeaders,
+                Kind::Registered
             ]
         );
-        assert!((0..6).all(|i| Kind::for_connection(i, false) != Kind::ForgedSignature));
+        assert_eq!(Kind::for_connection(3, true, false), Kind::EndlessHeaders);
+        assert!((0..8).all(|i| !matches!(
+            Kind::for_connection(i, false, true),
+            Kind::ForgedSignature | Kind::Registered
+        )));
     }
 }

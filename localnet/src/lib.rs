@@ -141,9 +141,10 @@ pub struct LocalOptions {
     /// Behaviour of each validator by uid (missing ones are honest): weight copiers show
     /// that copying earns (near) nothing.
     pub validator_behaviours: Vec<ValidatorBehaviour>,
-    /// Connections a slow-body client (a key outside the metagraph) holds open to each
-    /// miner and validator listener for the whole run; 0 (the default here; `polylith local`
-    /// asks for 3) runs none.
+    /// Connections a slow-body client (a key outside the metagraph, and a registered
+    /// validator key with stake 1 for every fourth miner connection) holds open to each miner
+    /// and validator listener for the whole run; 0 (the default here; `polylith local` asks
+    /// for 4) runs none and registers no extra key.
     pub slow_clients: usize,
 }
 
@@ -299,6 +300,26 @@ impl LocalSubnet {
                 endpoint: format!("http://{api}"),
             });
         }
+        // The slow client's registered key: a validator with the least stake a miner admits,
+        // which publishes nothing; its endpoint is a port nobody listens on, so peers' fetches
+        // are refused at once.
+        let registered = if opts.slow_clients > 0 {
+            let key = match keystore.load("slow-client") {
+                Ok(k) => k,
+                Err(_) => keystore.create("slow-client")?,
+            };
+            let (_, closed) = bind().await?;
+            neurons.push(Neuron {
+                uid: total as u16,
+                hotkey: key.public().to_ss58(),
+                role: Role::Validator,
+                stake: 1,
+                endpoint: format!("http://{closed}"),
+            });
+            Some((total as u16, key))
+        } else {
+            None
+        };
         let metagraph = Metagraph {
             netuid: 1,
             neurons: neurons.clone(),
@@ -417,7 +438,7 @@ impl LocalSubnet {
                     })
                 })
                 .collect();
-            SlowClients::start(&targets, opts.slow_clients, stop.subscribe())
+            SlowClients::start(&targets, opts.slow_clients, registered, stop.subscribe())
         });
         Ok(Self {
             miners,
@@ -601,7 +622,13 @@ impl LocalSubnet {
             miners,
             validators,
             epoch_views_agree,
-            slow_client: self.slow.as_ref().map(SlowClients::report),
+            slow_client: self.slow.as_ref().map(|s| {
+                let mut r = s.report();
+                r.registered_dividend_share = r
+                    .registered_uid
+                    .and_then(|u| lead.and_then(|l| l.dividends.get(usize::from(u)).copied()));
+                r
+            }),
         }
     }
 
@@ -784,7 +811,8 @@ impl Report {
                 out,
                 "\nslow-body client (a key outside the metagraph; forged and unregistered \
                  headers, bodies and headers dribbled and never finished): {} connections to \
-                 {} listeners, answers {}, cut without an answer {}, served {} (earns nothing)",
+                 {} listeners, answers {}, cut without an answer {}, served {}; its registered \
+                 stake-1 key earns {}",
                 c.connections,
                 c.listeners,
                 if answers.is_empty() {
@@ -793,7 +821,10 @@ impl Report {
                     answers.join(" ")
                 },
                 c.cut_without_answer,
-                c.served()
+                c.served(),
+                c.registered_dividend_share
+                    .map(|d| format!("{:.1}% of dividends", d * 100.0))
+                    .unwrap_or_else(|| "-".into())
             );
         }
         let _ = writeln!(out, "\nvalidators:");

@@ -127,7 +127,7 @@ fn every_adversary_together_earns_under_one_percent() {
         "--validator-behaviours",
         "honest,honest,copier,lazy-copier",
         "--slow-clients",
-        "3",
+        "4",
     ]);
     assert_eq!(report["rounds"], rounds, "{report:#}");
     assert_eq!(
@@ -184,6 +184,13 @@ fn every_adversary_together_earns_under_one_percent() {
             "forged ({refused}) requests are answered before their bodies: {slow:#}"
         );
     }
+    // The registered stake-1 key is admitted to one place per miner, and its dribbled body
+    // is cut at the body deadline; it publishes no weights and earns nothing.
+    assert!(
+        answers.get("408").and_then(Value::as_u64).unwrap_or(0) > 0,
+        "the registered slow body is cut: {slow:#}"
+    );
+    assert_eq!(slow["registered_dividend_share"], 0.0, "{slow:#}");
     // Three working validators (the copier queries nobody), two tasks a round: every query
     // of an honest miner was made, none was refused (`unreachable`: connection caps;
     // `http_status`: a 503 for a full queue), and at least 3 in 4 were verified. Finding 1's

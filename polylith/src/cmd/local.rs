@@ -50,8 +50,9 @@ pub struct Args {
     #[arg(long)]
     serve: bool,
     /// Connections a slow-body client (a key outside the metagraph, sending forged headers and
-    /// bodies it never finishes) holds to each miner and validator during the run; 0 for
-    /// none. Default 3, and none with --serve.
+    /// bodies it never finishes, plus a registered stake-1 validator key dribbling signed
+    /// bodies) holds to each miner and validator during the run; 0 for none. Default 4, and
+    /// none with --serve.
     #[arg(long)]
     slow_clients: Option<usize>,
     /// Pause between rounds with --serve, milliseconds.
@@ -96,9 +97,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     opts.tasks = args.task;
     opts.model = args.model.clone();
     // A served subnet feeds dashboards; an attack there runs only when asked for.
-    opts.slow_clients = args
-        .slow_clients
-        .unwrap_or(if args.serve { 0 } else { 3 });
+    opts.slow_clients = args.slow_clients.unwrap_or(if args.serve { 0 } else { 4 });
 
     let mut subnet = LocalSubnet::start(&opts, args.serve).await?;
     if args.serve {
