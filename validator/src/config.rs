@@ -78,8 +78,9 @@ pub struct ValidatorConfig {
     /// `IP:PORT` or `HOST:PORT` (resolved at load).
     #[serde(deserialize_with = "deserialize_listen")]
     pub listen: SocketAddr,
-    #[serde(deserialize_with = "deserialize_listen")]
     /// Address of the Prometheus endpoint (`GET /metrics`); loopback by default.
+    #[serde(deserialize_with = "deserialize_listen")]
+    pub metrics_listen: SocketAddr,
     /// PEM certificate chain: with `tls_key`, the public API serves HTTPS (the metagraph
     /// endpoint must then be `https://`). Metrics stay plain HTTP on loopback.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -91,7 +92,6 @@ pub struct ValidatorConfig {
     /// (a private CA, or self-signed certificates).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_ca: Option<PathBuf>,
-    pub metrics_listen: SocketAddr,
     /// Longest time to receive a request's headers (also how long an idle keep-alive
     /// connection may wait before its next request), milliseconds. Every listener.
     pub header_read_timeout_ms: u64,
@@ -198,6 +198,12 @@ pub fn default_open_rows() -> u32 {
     polylith_protocol::gemm::rows_for_soundness(0.5, 1e-4)
 }
 
+/// A listen address in TOML: `IP:PORT` or a `HOST:PORT` that resolves.
+fn deserialize_listen<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    polylith_net::resolve_listen_addr(&text).map_err(serde::de::Error::custom)
+}
+
 impl Default for ValidatorConfig {
     fn default() -> Self {
         Self {
@@ -213,12 +219,6 @@ impl Default for ValidatorConfig {
             idle_timeout_ms: 60_000,
             max_connections: 1024,
             max_connections_per_ip: 128,
-/// A listen address in TOML: `IP:PORT` or a `HOST:PORT` that resolves.
-fn deserialize_listen<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
-    let text = String::deserialize(d)?;
-    polylith_net::resolve_listen_addr(&text).map_err(serde::de::Error::custom)
-}
-
             metrics_max_connections: 16,
             key: "validator".to_string(),
             metagraph: PathBuf::from("metagraph.toml"),
@@ -292,6 +292,9 @@ impl ValidatorConfig {
     /// Checks ranges; returns the first problem.
     pub fn validate(&self) -> Result<(), ValidatorError> {
         let bad = |m: String| Err(ValidatorError::Config(m));
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return bad("tls_cert and tls_key go together: give both or neither".to_string());
+        }
         if self.gemm_min_dim == 0 || self.gemm_min_dim > self.gemm_max_dim {
             return bad(format!(
                 "gemm_min_dim ({}) must be at least 1 and at most gemm_max_dim ({})",
@@ -303,9 +306,6 @@ impl ValidatorConfig {
         }
         if self.open_rows == 0 {
             return bad("open_rows must be at least 1".to_string());
-        }
-        if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return bad("tls_cert and tls_key go together: give both or neither".to_string());
         }
         if self.header_read_timeout_ms == 0
             || self.body_read_timeout_ms == 0
