@@ -198,20 +198,7 @@ pub fn generate_with(
             }
             None => text,
         };
-        let mut end = if finish.is_some() {
-            final_text.len()
-        } else {
-            let mut e = final_text.len().saturating_sub(hold_back);
-            while e > emitted && !final_text.is_char_boundary(e) {
-                e -= 1;
-            }
-            // An incomplete UTF-8 sequence decodes to U+FFFD and may still change.
-            while final_text[..e].ends_with('\u{FFFD}') {
-                e -= '\u{FFFD}'.len_utf8();
-            }
-            e
-        };
-        end = end.max(emitted.min(final_text.len()));
+        let end = stream_end(&final_text, emitted, hold_back, finish.is_some());
         let delta = final_text.get(emitted..end).unwrap_or("");
         let flow = on_token(TokenEvent {
             index: step,
@@ -235,7 +222,83 @@ pub fn generate_with(
     Ok(out)
 }
 
+/// How far the streamed text may go after this token: everything once finished, otherwise
+/// all but what a stop string or an incomplete UTF-8 sequence may still change. Never before
+/// `emitted` (streamed bytes cannot be taken back) and always a char boundary of `text`, or
+/// `emitted` itself when a re-decode moved a boundary under it.
+fn stream_end(text: &str, emitted: usize, hold_back: usize, finished: bool) -> usize {
+    let mut e = if finished {
+        text.len()
+    } else {
+        text.len().saturating_sub(hold_back)
+    };
+    // Down to a boundary before slicing: `e` may land inside a character below `emitted`,
+    // which panicked when the text was sliced there (seen on honest miners).
+    while !text.is_char_boundary(e) {
+        e -= 1;
+    }
+    if !finished {
+        // An incomplete UTF-8 sequence decodes to U+FFFD and may still change.
+        while text[..e].ends_with('\u{FFFD}') {
+            e -= '\u{FFFD}'.len_utf8();
+        }
+    }
+    e.max(emitted.min(text.len()))
+}
+
 fn last_row(logits: &candle_core::Tensor) -> Result<Vec<f32>> {
     let n = logits.dim(0)?;
     Ok(logits.get(n - 1)?.to_vec1()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stream_end;
+
+    #[test]
+    fn hold_back_inside_a_character_below_emitted_does_not_panic() {
+        // "aé" is 3 bytes; holding one back lands inside 'é', below what was streamed.
+        assert_eq!(stream_end("aé", 3, 1, false), 3);
+        assert_eq!(stream_end("aé", 1, 1, false), 1);
+        assert_eq!(stream_end("aé", 0, 0, false), 3);
+    }
+
+    #[test]
+    fn incomplete_utf8_is_held_back_until_it_completes() {
+        let partial = String::from_utf8_lossy(&[b'a', 0xC3]).into_owned();
+        assert_eq!(stream_end(&partial, 0, 0, false), 1);
+        assert_eq!(stream_end(&partial, 0, 0, true), partial.len());
+    }
+
+    /// Byte-level decoding of growing random byte strings (the builtin model's vocabulary):
+    /// the end is never before what was streamed, never past the text, and a boundary.
+    #[test]
+    fn every_prefix_of_random_bytes_gives_a_valid_end() {
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        for _ in 0..500 {
+            let mut bytes = Vec::new();
+            let mut emitted = 0;
+            let hold_back = (state % 4) as usize;
+            for _ in 0..24 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                // Mostly multi-byte lead and continuation bytes, where boundaries move.
+                bytes.push(match state % 4 {
+                    0 => b'a' + (state >> 8) as u8 % 26,
+                    1 => 0xC3,
+                    2 => 0xE2,
+                    _ => 0x80 | ((state >> 16) as u8 & 0x3F),
+                });
+                let text = String::from_utf8_lossy(&bytes);
+                let end = stream_end(&text, emitted, hold_back, false);
+                assert!(end >= emitted.min(text.len()) && end <= text.len().max(emitted));
+                assert!(
+                    end == emitted || text.is_char_boundary(end),
+                    "{text:?} {end}"
+                );
+                emitted = end;
+            }
+        }
+    }
 }
