@@ -45,6 +45,9 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Also trust the CA certificates in this PEM file for https:// validators.
+    #[arg(long, env = "POLYLITH_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
 }
 
 /// The miner asked about.
@@ -124,7 +127,8 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<()> {
     let mg = Metagraph::load(path).with_context(|| format!("reading {}", path.display()))?;
     let miner = find_miner(&mg, &args.miner)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let ex = runtime.block_on(explain(&mg, miner, Duration::from_millis(args.timeout_ms)))?;
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let ex = runtime.block_on(explain(&mg, miner, timeout, args.tls_ca.as_deref()))?;
     let text = if args.json {
         serde_json::to_string_pretty(&ex)? + "\n"
     } else {
@@ -170,11 +174,18 @@ fn find_miner<'a>(mg: &'a Metagraph, which: &str) -> anyhow::Result<&'a Neuron> 
     Ok(neuron)
 }
 
-async fn explain(mg: &Metagraph, miner: &Neuron, timeout: Duration) -> anyhow::Result<Explanation> {
-    let http = reqwest::Client::builder()
+async fn explain(
+    mg: &Metagraph,
+    miner: &Neuron,
+    timeout: Duration,
+    tls_ca: Option<&std::path::Path>,
+) -> anyhow::Result<Explanation> {
+    // The daemons' client: the system's root certificates (none in a slim image, which is
+    // fine for http://) plus --tls-ca, no proxy, no redirects.
+    let http = polylith_validator::client::http_client_builder(tls_ca)
+        .context("loading TLS root certificates")?
         .timeout(timeout)
         .connect_timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
         .build()
         .context("building the HTTP client")?;
     let mut set = tokio::task::JoinSet::new();

@@ -23,6 +23,9 @@ pub struct Args {
     /// Print nothing when healthy.
     #[arg(long, short)]
     quiet: bool,
+    /// Also trust the CA certificates in this PEM file for an https:// URL.
+    #[arg(long, env = "POLYLITH_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 /// The URL to ask: a scheme is added when missing, and `/health` when there is no path.
@@ -67,7 +70,7 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let body = runtime.block_on(check(&url, timeout))?;
+    let body = runtime.block_on(check(&url, timeout, args.tls_ca.as_deref()))?;
     if !args.quiet {
         let line = format!("ok: {url}: {body}\n");
         match std::io::stdout().lock().write_all(line.as_bytes()) {
@@ -80,11 +83,17 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn check(url: &str, timeout: Duration) -> anyhow::Result<String> {
-    let http = reqwest::Client::builder()
+async fn check(
+    url: &str,
+    timeout: Duration,
+    tls_ca: Option<&std::path::Path>,
+) -> anyhow::Result<String> {
+    // The daemons' client: the system's root certificates (none in a slim image, which is
+    // fine for http://) plus --tls-ca, no proxy, no redirects.
+    let http = polylith_validator::client::http_client_builder(tls_ca)
+        .context("loading TLS root certificates")?
         .timeout(timeout)
         .connect_timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
         .build()
         .context("building the HTTP client")?;
     let secs = timeout.as_secs_f64();
