@@ -58,10 +58,13 @@ pub fn operand_key(seed: u64, op: Operand) -> u64 {
     mix64(seed.wrapping_add(tag.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
 }
 
+/// The generator's index multiplier (docs/protocol.md §1.1).
+const IDX_MUL: u64 = 0xD1B5_4A32_D192_ED03;
+
 /// One entry from a precomputed operand key and bound (the inner loop of [`entry`]).
 #[inline]
 pub fn entry_with_key(key: u64, r: i32, idx: u64) -> i32 {
-    let z = mix64(key ^ idx.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    let z = mix64(key ^ idx.wrapping_mul(IDX_MUL));
     let span = (2 * r as i64 + 1) as u64;
     let v = ((z >> 32) * span) >> 32;
     v as i32 - r
@@ -191,6 +194,80 @@ impl GemmSpec {
                 i32::try_from(v).map_err(|_| GemmError::BadSize(format!("entry {v} overflows i32")))
             })
             .collect()
+    }
+}
+
+/// Columns of C recomputed together by [`GemmSpec::rows_of_c`]: one block of B's row and the
+/// opened rows' partial sums for it stay in the first-level cache.
+const ROWS_BLOCK: usize = 512;
+
+impl GemmSpec {
+    /// Rows `rows` of C = A·B (in that order, repeats allowed), exactly: the same values as
+    /// [`GemmSpec::row_of_c`] for each, at a fraction of the cost for several rows, because
+    /// each entry of B (k·m generator calls, the bulk of the work) is generated once for all
+    /// of them rather than once per row.
+    ///
+    /// The partial sums are f32, which is exact here: every entry is an integer with
+    /// |entry| ≤ bound(k), every product at most bound(k)² and every partial sum at most
+    /// k·bound(k)² < 2^24 in magnitude (the generator's bound, [`bound`]), so each is an
+    /// integer f32 represents exactly and the result does not depend on the order of the
+    /// additions. f32 rather than i32 because baseline x86-64 has vector f32 multiplies but
+    /// no vector 32-bit integer multiply.
+    pub fn rows_of_c(&self, rows: &[u32]) -> Result<Vec<Vec<i32>>, GemmError> {
+        self.validate(u32::MAX)?;
+        if let Some(&bad) = rows.iter().find(|&&i| i >= self.n) {
+            return Err(GemmError::RowOutOfRange(bad));
+        }
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (k, m, r) = (self.k as usize, self.m as usize, rows.len());
+        let bound_k = bound(self.k);
+        let span = (2 * bound_k as i64 + 1) as u64;
+        let (ka, kb) = (
+            operand_key(self.seed, Operand::A),
+            operand_key(self.seed, Operand::B),
+        );
+        // A's entries of the opened rows, transposed (l-major) so each step of l reads the
+        // r values it needs together.
+        let mut a_t = vec![0f32; k * r];
+        for (i, &row) in rows.iter().enumerate() {
+            let base = row as u64 * k as u64;
+            for l in 0..k {
+                a_t[l * r + i] = entry_with_key(ka, bound_k, base + l as u64) as f32;
+            }
+        }
+        let mut out = vec![vec![0i32; m]; r];
+        let mut acc = vec![0f32; r * ROWS_BLOCK];
+        let mut b = [0f32; ROWS_BLOCK];
+        for j0 in (0..m).step_by(ROWS_BLOCK) {
+            let w = ROWS_BLOCK.min(m - j0);
+            acc.iter_mut().for_each(|x| *x = 0.0);
+            for l in 0..k {
+                // `entry_with_key` inlined with the index product carried forward by one
+                // addition per entry ((idx + 1)·c = idx·c + c, wrapping): one multiply fewer
+                // on the hot path, the same values (checked against `row_of_c` in tests).
+                let mut scrambled = ((l * m + j0) as u64).wrapping_mul(IDX_MUL);
+                for bj in b[..w].iter_mut() {
+                    let z = mix64(kb ^ scrambled);
+                    scrambled = scrambled.wrapping_add(IDX_MUL);
+                    *bj = ((((z >> 32) * span) >> 32) as i32 - bound_k) as f32;
+                }
+                let a_l = &a_t[l * r..(l + 1) * r];
+                for (acc_i, &a) in acc.chunks_exact_mut(ROWS_BLOCK).zip(a_l) {
+                    for (o, &bj) in acc_i[..w].iter_mut().zip(&b[..w]) {
+                        *o += a * bj;
+                    }
+                }
+            }
+            for (row_out, acc_i) in out.iter_mut().zip(acc.chunks_exact(ROWS_BLOCK)) {
+                for (o, &v) in row_out[j0..j0 + w].iter_mut().zip(&acc_i[..w]) {
+                    // An integer below 2^24 in magnitude (see above): the cast is exact.
+                    *o = v as i32;
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -376,38 +453,62 @@ pub fn verify_opening(
             got: opening.rows.len(),
         });
     }
+    // Everything but the recomputation first, in order, up to the first failure; then the
+    // rows before it are recomputed together (B generated once for all of them). A wrong row
+    // before that failure is still the first failure, as in a row-by-row walk.
+    let mut first_failure = None;
+    let mut passed = 0;
     for (pos, &want) in requested.iter().enumerate() {
-        if want >= spec.n {
-            return Err(GemmError::RowOutOfRange(want));
+        if let Err(e) = check_opened_row(spec, root, want, opening.rows.get(pos)) {
+            first_failure = Some(e);
+            break;
         }
-        let Some(row) = opening.rows.get(pos) else {
-            return Err(GemmError::MissingRow(want));
-        };
-        if row.index != want {
-            return Err(GemmError::WrongIndex {
-                expected: want,
-                got: row.index,
-            });
-        }
-        if row.values.len() != spec.m as usize {
+        passed = pos + 1;
+    }
+    let recomputed = spec.rows_of_c(&requested[..passed])?;
+    for ((&want, row), exact) in requested.iter().zip(&opening.rows).zip(&recomputed) {
+        if row.values != *exact {
             return Err(GemmError::WrongRow(want));
         }
-        let path: Option<Vec<Hash32>> = row.path.iter().map(|h| parse_hash(h)).collect();
-        let Some(path) = path else {
-            return Err(GemmError::BadPath(want));
-        };
-        if !verify_path(
-            root,
-            spec.n as usize,
-            want as usize,
-            &leaf_hash(&row.values),
-            &path,
-        ) {
-            return Err(GemmError::BadPath(want));
-        }
-        if spec.row_of_c(want)? != row.values {
-            return Err(GemmError::WrongRow(want));
-        }
+    }
+    first_failure.map_or(Ok(()), Err)
+}
+
+/// The checks of one requested row that need no recomputation: present, in range, the
+/// requested index, m values, and a path of 32-byte hex hashes leading to `root`.
+fn check_opened_row(
+    spec: &GemmSpec,
+    root: &Hash32,
+    want: u32,
+    row: Option<&OpenedRow>,
+) -> Result<(), GemmError> {
+    if want >= spec.n {
+        return Err(GemmError::RowOutOfRange(want));
+    }
+    let Some(row) = row else {
+        return Err(GemmError::MissingRow(want));
+    };
+    if row.index != want {
+        return Err(GemmError::WrongIndex {
+            expected: want,
+            got: row.index,
+        });
+    }
+    if row.values.len() != spec.m as usize {
+        return Err(GemmError::WrongRow(want));
+    }
+    let path: Option<Vec<Hash32>> = row.path.iter().map(|h| parse_hash(h)).collect();
+    let Some(path) = path else {
+        return Err(GemmError::BadPath(want));
+    };
+    if !verify_path(
+        root,
+        spec.n as usize,
+        want as usize,
+        &leaf_hash(&row.values),
+        &path,
+    ) {
+        return Err(GemmError::BadPath(want));
     }
     Ok(())
 }
@@ -448,4 +549,102 @@ pub fn rows_for_soundness(f: f64, p: f64) -> u32 {
         r += 1;
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_of_c_equals_row_by_row_recomputation() {
+        // m around the block size, k across the bound's steps (bound(1040) = 127, then
+        // smaller, down to bound 1 near the generator's limit).
+        for (seed, k, m, rows) in [
+            (1u64, 1u32, 1u32, vec![0u32]),
+            (2, 1040, 513, vec![3, 0, 3, 7]),
+            (3, 1041, 1024, vec![5]),
+            (4, 70_000, 3, vec![1, 1]),
+            (5, 3, 1500, vec![0, 1, 2, 3, 4, 5, 6, 7]),
+        ] {
+            let spec = GemmSpec { seed, n: 8, k, m };
+            let batched = spec.rows_of_c(&rows).unwrap();
+            assert_eq!(batched.len(), rows.len());
+            for (&i, got) in rows.iter().zip(&batched) {
+                assert_eq!(*got, spec.row_of_c(i).unwrap(), "{spec:?} row {i}");
+            }
+        }
+        let spec = GemmSpec {
+            seed: 9,
+            n: 4,
+            k: 5,
+            m: 6,
+        };
+        assert_eq!(spec.rows_of_c(&[]).unwrap(), Vec::<Vec<i32>>::new());
+        assert_eq!(spec.rows_of_c(&[1, 4]), Err(GemmError::RowOutOfRange(4)));
+        let deep = GemmSpec {
+            k: MAX_K + 1,
+            ..spec
+        };
+        assert!(matches!(deep.rows_of_c(&[0]), Err(GemmError::BadSize(_))));
+    }
+
+    #[test]
+    fn the_first_failure_in_request_order_wins() {
+        let spec = GemmSpec {
+            seed: 11,
+            n: 6,
+            k: 9,
+            m: 5,
+        };
+        let rows: Vec<Vec<i32>> = (0..spec.n).map(|i| spec.row_of_c(i).unwrap()).collect();
+        let tree = MerkleTree::from_leaves(rows.iter().map(|r| leaf_hash(r)).collect());
+        let open = |i: u32| OpenedRow {
+            index: i,
+            values: rows[i as usize].clone(),
+            path: tree
+                .path(i as usize)
+                .unwrap()
+                .iter()
+                .map(hex::encode)
+                .collect(),
+        };
+        let requested = [1, 3, 5];
+        let honest = OpenResponse {
+            rows: requested.iter().map(|&i| open(i)).collect(),
+        };
+        assert_eq!(
+            verify_opening(&spec, &tree.root(), &requested, &honest),
+            Ok(())
+        );
+        // Row 3 committed wrong (its own leaf, so its path holds), row 5's path broken: the
+        // wrong row comes first.
+        let mut bad = honest.clone();
+        bad.rows[1].values[0] += 1;
+        let wrong_leaf = leaf_hash(&bad.rows[1].values);
+        let mut leaves: Vec<Hash32> = rows.iter().map(|r| leaf_hash(r)).collect();
+        leaves[3] = wrong_leaf;
+        let forged = MerkleTree::from_leaves(leaves);
+        bad.rows[0].path = forged.path(1).unwrap().iter().map(hex::encode).collect();
+        bad.rows[1].path = forged.path(3).unwrap().iter().map(hex::encode).collect();
+        bad.rows[2].path = vec!["00".repeat(32)];
+        assert_eq!(
+            verify_opening(&spec, &forged.root(), &requested, &bad),
+            Err(GemmError::WrongRow(3))
+        );
+        // A path failure before any wrong row is reported as such.
+        let mut early = bad.clone();
+        early.rows[0].path = vec!["zz".into()];
+        assert_eq!(
+            verify_opening(&spec, &forged.root(), &requested, &early),
+            Err(GemmError::BadPath(1))
+        );
+        // Missing rows after honest ones.
+        let short = OpenResponse {
+            rows: vec![open(1)],
+        };
+        assert_eq!(
+            verify_opening(&spec, &tree.root(), &requested, &short),
+            Err(GemmError::MissingRow(3))
+        );
+    }
 }
