@@ -8,6 +8,9 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use polylith_protocol::gemm::{Dtype, GemmSpec};
 
+#[path = "bench_yuma.rs"]
+mod bench_yuma;
+
 /// Flags of `polylith bench`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -24,6 +27,9 @@ enum Command {
     /// LLM inference: prefill and decode tokens/s, time to first token, and the fraction of
     /// the memory-bandwidth floor a decode step reaches.
     Llm(LlmArgs),
+    /// One Yuma epoch on a synthetic subnet: median wall and CPU time, against one thread in
+    /// the same run.
+    Yuma(bench_yuma::YumaArgs),
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -67,6 +73,7 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<()> {
     match args.command {
         Command::Gemm(a) => gemm(a),
         Command::Llm(a) => llm(a),
+        Command::Yuma(a) => bench_yuma::yuma(a),
     }
 }
 
