@@ -1,6 +1,5 @@
 //! The validator's configuration: one typed struct, loadable from TOML, with defaults that
-//! work on a laptop (loopback addresses, matrix sizes a CPU miner answers in well under a
-//! second).
+//! work on a laptop (loopback addresses, GEMM tasks sized to each miner's measured speed).
 
 use crate::ValidatorError;
 use polylith_protocol::gemm::{Dtype, MAX_K};
@@ -121,10 +120,22 @@ pub struct ValidatorConfig {
     /// Unused since weights messages are tied to their round (wire format v2); kept so
     /// existing configuration files still load.
     pub peer_max_age_ms: u64,
-    /// Smallest n, k and m of a GEMM task (each drawn independently every query).
+    /// n = k = m of a miner's first GEMM task, and the smallest any dimension gets. Later
+    /// tasks are sized from the miner's last verified throughput (docs/protocol.md §1.5).
     pub gemm_min_dim: u32,
-    /// Largest n, k and m of a GEMM task.
+    /// Largest n, k or m of a GEMM task: every miner must accept it (miners refuse more than
+    /// their `max_gemm_dim`, 8192 by default).
     pub gemm_max_dim: u32,
+    /// Time a GEMM task should take as the validator measures it (request to commitment),
+    /// milliseconds: each miner's next task is its last verified FLOP/s times this (growing
+    /// at most 8× per round), so compute dominates the exchange's overhead. At most a quarter
+    /// of `query_timeout_ms` is used, so a task that overshoots its target still finishes.
+    pub gemm_target_ms: u64,
+    /// Validator CPU time for checking one round's GEMM openings, milliseconds of one core,
+    /// shared evenly by the miners; it bounds each task's k·m (the check costs about
+    /// k·m·(2.0 + 0.16·open_rows) ns, docs/perf.md), while n, which costs the validator
+    /// nothing, carries the rest of the work.
+    pub gemm_verify_budget_ms: u64,
     /// Dtype requested from miners.
     pub gemm_dtype: Dtype,
     /// Rows opened per GEMM query (capped at n); the default makes a miner that computed half
@@ -228,7 +239,9 @@ impl Default for ValidatorConfig {
             peer_timeout_ms: 2_000,
             peer_max_age_ms: 120_000,
             gemm_min_dim: 192,
-            gemm_max_dim: 384,
+            gemm_max_dim: 8192,
+            gemm_target_ms: 250,
+            gemm_verify_budget_ms: 4_000,
             gemm_dtype: Dtype::F32,
             open_rows: default_open_rows(),
             llm_model: "builtin".to_string(),
@@ -303,6 +316,12 @@ impl ValidatorConfig {
         }
         if self.gemm_max_dim > MAX_K {
             return bad(format!("gemm_max_dim must be at most {MAX_K}"));
+        }
+        if self.gemm_target_ms == 0 {
+            return bad("gemm_target_ms must be at least 1".to_string());
+        }
+        if self.gemm_verify_budget_ms == 0 {
+            return bad("gemm_verify_budget_ms must be at least 1".to_string());
         }
         if self.open_rows == 0 {
             return bad("open_rows must be at least 1".to_string());
@@ -399,7 +418,8 @@ mod tests {
         let c = ValidatorConfig::default();
         c.validate().unwrap();
         assert!(c.metrics_listen.ip().is_loopback());
-        assert_eq!((c.gemm_min_dim, c.gemm_max_dim), (192, 384));
+        assert_eq!((c.gemm_min_dim, c.gemm_max_dim), (192, 8192));
+        assert!(c.gemm_target_ms >= 100, "compute dominates the exchange");
         assert_eq!(c.open_rows, 14, "0.5^14 < 1e-4 <= 0.5^13");
         assert_eq!(
             c.task_weights,
@@ -460,11 +480,19 @@ mod tests {
                 ..Default::default()
             },
             ValidatorConfig {
-                gemm_min_dim: 500,
+                gemm_min_dim: 9000,
                 ..Default::default()
             },
             ValidatorConfig {
                 open_rows: 0,
+                ..Default::default()
+            },
+            ValidatorConfig {
+                gemm_target_ms: 0,
+                ..Default::default()
+            },
+            ValidatorConfig {
+                gemm_verify_budget_ms: 0,
                 ..Default::default()
             },
             ValidatorConfig {

@@ -168,15 +168,15 @@ impl Validator {
         )?;
         let mut tasks: Vec<(f64, Box<dyn Task>)> = Vec::new();
         if config.task_weights.gemm > 0.0 {
-            tasks.push((
-                config.task_weights.gemm,
-                Box::new(GemmTask {
-                    min_dim: config.gemm_min_dim,
-                    max_dim: config.gemm_max_dim,
-                    open_rows: config.open_rows,
-                    dtype: config.gemm_dtype,
-                }),
-            ));
+            let gemm = GemmTask::from_config(&config);
+            // Resume each miner's task size from its last persisted verified throughput, so
+            // a restart does not send everyone back to the smallest task.
+            for (hotkey, stats) in &state.miners {
+                if let Some(&flops) = stats.recent_flops.back() {
+                    gemm.resume(hotkey, flops);
+                }
+            }
+            tasks.push((config.task_weights.gemm, Box::new(gemm)));
         }
         if config.task_weights.llm > 0.0 {
             let model = polylith_model::Model::load(&config.llm_model).map_err(|e| {
