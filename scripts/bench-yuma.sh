@@ -32,14 +32,18 @@ for mode in "" "--yuma3 --liquid-alpha"; do
 done
 
 if [ -n "${BEFORE:-}" ]; then
-    # Same target directory for both, so criterion compares the second run with the first.
-    export CARGO_TARGET_DIR="$PWD/target-bench-yuma"
+    # Separate target directories (the two checkouts' artifacts share names, so one directory
+    # would run the first binary twice) and one criterion directory, so criterion compares the
+    # second run with the first. The wall group's names are the same in both; the thread-CPU
+    # group of this checkout is named *_1thread (the epoch on one thread).
+    base="${BENCH_TARGET:-$PWD/target-bench-yuma}"
+    export CRITERION_HOME="$base/criterion"
     tree="$(mktemp -d)/before"
     git worktree add --detach "$tree" "$BEFORE" > /dev/null
     trap 'git worktree remove --force "$tree"' EXIT
     echo "== criterion, $BEFORE (single-threaded epoch)"
-    (cd "$tree" && "${pin[@]}" cargo bench -p polylith-scoring --bench yuma_epoch)
+    (cd "$tree" && CARGO_TARGET_DIR="$base/before" "${pin[@]}" cargo bench -p polylith-scoring --bench yuma_epoch)
     echo "== criterion, this checkout"
-    "${pin[@]}" cargo bench -p polylith-scoring --bench yuma_epoch
+    CARGO_TARGET_DIR="$base/after" "${pin[@]}" cargo bench -p polylith-scoring --bench yuma_epoch
     echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 fi
