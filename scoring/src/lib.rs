@@ -4,6 +4,8 @@
 //! bit for bit ([`yuma`]).
 //! Must not: do I/O, read clocks or draw randomness; panic or overflow on any input (the
 //! lints below forbid unchecked arithmetic, indexing, unwrap/expect and panics outside tests).
+//! The one system query: a large Yuma epoch asks once per process how many CPUs it may use
+//! ([`yuma::par::default_threads`]); its results never depend on the answer.
 #![warn(missing_docs)]
 #![cfg_attr(
     not(test),
