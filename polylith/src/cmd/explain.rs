@@ -2,10 +2,10 @@
 //!
 //! Reads the metagraph, asks each validator it lists for its public state (`GET /v1/state`,
 //! signed by the validator's hotkey) and its newest weights message (`GET /v1/weights`, whose
-//! reveal carries the weights published two rounds earlier), and prints per validator the
-//! miner's verified/failed counts, failures by reason, the last failure, the EMA score (when
-//! the validator shows it), the revealed weight and the resulting incentive; then the most
-//! common failure reason and what to do about it ([`FailureReason::advice`]).
+//! reveal carries the weights committed `reveal_delay_rounds` earlier), and prints per
+//! validator the miner's verified/failed counts, failures by reason, the last failure, the
+//! EMA score (when the validator shows it), the revealed weight and the resulting incentive;
+//! then the most common failure reason and what to do about it ([`FailureReason::advice`]).
 
 use crate::Global;
 use anyhow::{Context, bail};
@@ -419,10 +419,10 @@ fn summarize(miner: MinerId, validators: Vec<ValidatorView>) -> Explanation {
     } else if incentive == 0.0 {
         (
             format!("all {verified} queries verified, no incentive yet"),
-            "Weights are committed each round, revealed two rounds later and enter the epoch \
-             two rounds after that, so rewards start about four rounds after the first \
-             verified work. If it stays 0, the miner is much slower than the others: scores \
-             are relative to the fastest miner of each round."
+            "Weights are committed each round, revealed `reveal_delay_rounds` later (3 by \
+             default) and enter the epoch two rounds after that, so rewards start about five \
+             rounds after the first verified work. If it stays 0, the miner is much slower \
+             than the others: scores are relative to the fastest miner of each round."
                 .to_string(),
         )
     } else {
