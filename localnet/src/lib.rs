@@ -845,6 +845,15 @@ impl Report {
                 v.peers_used
             );
         }
+        // Operators read the dividend column as "should equal stake share"; say why not.
+        let _ = writeln!(
+            out,
+            "\ndividend is not proportional to stake: Yuma pays a validator for the bonds its \
+             weights earn, counting each weight only up to the consensus (the stake-weighted \
+             median, kappa 0.5). A validator with over half the stake sets that consensus alone, \
+             so where another validator's measurements differ they are clipped and its \
+             dividend falls below its stake share."
+        );
         out
     }
 }
