@@ -130,7 +130,8 @@ pub struct LocalOptions {
     pub backend: BackendKind,
     /// Pause between rounds in `--serve` mode, milliseconds.
     pub round_interval_ms: u64,
-    /// Smallest and largest GEMM dimension the validators draw.
+    /// GEMM dimension of a miner's first task and the largest any task reaches (tasks are
+    /// sized in between from each miner's measured throughput).
     pub gemm_dims: (u32, u32),
     /// Task kinds the validators run.
     pub tasks: LocalTasks,
@@ -157,7 +158,7 @@ impl LocalOptions {
             data_dir,
             backend: BackendKind::Cpu,
             round_interval_ms: 2_000,
-            gemm_dims: (192, 384),
+            gemm_dims: (192, 8192),
             tasks: LocalTasks::All,
             model: "builtin".to_string(),
             llm_max_tokens: 24,
@@ -406,6 +407,11 @@ impl LocalSubnet {
                     backend: opts.backend,
                     behaviour,
                     model: (opts.tasks != LocalTasks::Gemm).then(|| opts.model.clone()),
+                    // `slow` runs at exactly half speed (it idles as long as it computed), so
+                    // the leaderboard shows throughput tracking compute: about half the
+                    // GFLOP/s of an honest miner.
+                    slow_factor: 1.0,
+                    slow_delay_ms: 0,
                     ..MinerConfig::default()
                 };
                 let miner = Miner::new(config, key, backend.clone())?;
