@@ -79,9 +79,14 @@ class Board:
                 panel[key] = value
         self.panels.append(panel)
 
-    def timeseries(self, title, description, targets, w=12, h=8, unit="short", stack=False, **extra):
+    def timeseries(self, title, description, targets, w=12, h=8, unit="short", stack=False, log=False,
+                   **extra):
         custom = {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10, "showPoints": "never",
                   "spanNulls": True, "stacking": {"mode": "normal" if stack else "none", "group": "A"}}
+        if log:
+            # CPU miners (GFLOP/s) and GPU miners (hundreds of TFLOP/s) on one linear axis would
+            # flatten every CPU line to zero; a log axis keeps both readable.
+            custom["scaleDistribution"] = {"type": "log", "log": 10}
         extra.setdefault("defaults", {})["custom"] = custom
         self.add("timeseries", title, description, targets, w, h, unit,
                  options={"legend": {"displayMode": "table", "placement": "bottom", "showLegend": True,
@@ -269,9 +274,10 @@ def overview() -> Board:
                          "uid {{miner_uid}} {{outcome}}")], unit="reqps", w=24)
 
     b.row("Throughput and latency")
-    b.timeseries("GEMM throughput per miner", "Last verified GEMM throughput per miner (best validator view).",
+    b.timeseries("GEMM throughput per miner", "Last verified GEMM throughput per miner (best validator view); "
+                 "log axis, so CPU (GFLOP/s) and GPU (TFLOP/s) miners both show.",
                  [series("max by (miner_uid) (polylith_validator_miner_throughput_flops)", "uid {{miner_uid}}")],
-                 unit="flops")
+                 unit="flops", log=True)
     b.timeseries("LLM rate per miner", "Last verified LLM completion rate per miner, tokens/s over the "
                  "whole exchange (best validator view).",
                  [series("max by (miner_uid) (polylith_validator_miner_tokens_per_second)", "uid {{miner_uid}}")],
@@ -324,9 +330,14 @@ def miner() -> Board:
                          "{{reason}}")], unit="reqps", stack=True)
     b.timeseries("Compute time", "Compute time per request, percentiles.",
                  quantiles("polylith_miner_compute_seconds", "task", f"{{{inst}}}"), unit="s")
-    b.timeseries("Work served", "GEMM FLOP committed per second and LLM tokens per second.",
+    b.timeseries("Work served", "GEMM FLOP committed per second (left axis) and LLM tokens per second "
+                 "(right axis): the two differ by many orders of magnitude on a GPU.",
                  [series(f"sum(rate(polylith_miner_gemm_flop_total{{{inst}}}[$__rate_interval]))", "GEMM FLOP/s"),
-                  series(f"sum(rate(polylith_miner_tokens_served_total{{{inst}}}[$__rate_interval]))", "tokens/s")])
+                  series(f"sum(rate(polylith_miner_tokens_served_total{{{inst}}}[$__rate_interval]))", "tokens/s")],
+                 unit="flops",
+                 overrides=[{"matcher": {"id": "byName", "options": "tokens/s"},
+                             "properties": [{"id": "unit", "value": "short"},
+                                            {"id": "custom.axisPlacement", "value": "right"}]}])
     b.timeseries("Queue depth and commitments", "Requests in flight and commitments held.",
                  [series(f"sum(polylith_miner_queue_depth{{{inst}}})", "queue depth"),
                   series(f"sum(polylith_miner_commitments{{{inst}}})", "commitments")], w=24, h=6)
@@ -346,9 +357,9 @@ def miner() -> Board:
                  "timeout or error, per second.",
                  [series(f"sum by (miner_uid, outcome) (rate({Q}{{{uid}}}[$__rate_interval]))",
                          "uid {{miner_uid}} {{outcome}}")], unit="reqps", stack=True)
-    b.timeseries("Verified throughput", "Last verified GEMM throughput, per validator.",
+    b.timeseries("Verified throughput", "Last verified GEMM throughput, per validator (log axis).",
                  [series(f"polylith_validator_miner_throughput_flops{{{uid}}}", "uid {{miner_uid}} by {{instance}}")],
-                 unit="flops")
+                 unit="flops", log=True)
     b.timeseries("Verified LLM rate", "Last verified LLM completion rate (tokens/s), per validator.",
                  [series(f"polylith_validator_miner_tokens_per_second{{{uid}}}", "uid {{miner_uid}} by {{instance}}")],
                  unit="short")
