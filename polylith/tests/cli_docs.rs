@@ -108,7 +108,13 @@ fn invocations(text: &str) -> Vec<Vec<String>> {
             let end = rest
                 .find(['`', '#', '|', ';', '&', ')', '"'])
                 .unwrap_or(rest.len());
-            let words: Vec<String> = rest[..end].split_whitespace().map(String::from).collect();
+            // Usage syntax such as `[--json]` or `(--a|--b)` marks optional words.
+            let words: Vec<String> = rest[..end]
+                .split(|c: char| c.is_whitespace() || c == '|')
+                .map(|w| w.trim_matches(['[', ']', '(', ')', ',']))
+                .filter(|w| !w.is_empty())
+                .map(String::from)
+                .collect();
             out.push(words);
         }
     }
@@ -223,4 +229,43 @@ fn daemon_help_shows_defaults_and_hides_flags_a_command_ignores() {
     let yuma = help(&["yuma".into()]);
     assert!(yuma.contains("docs/examples/yuma-epoch.json"), "{yuma}");
     assert!(yuma.contains("2^32"), "{yuma}");
+}
+
+/// The daemons' default ports and `deploy/metagraph.example.toml` agree: a validator and a
+/// miner started with defaults are where the example's first validator and first miner
+/// are, and no default metrics port is anyone's endpoint.
+#[test]
+fn default_ports_match_the_example_metagraph() {
+    use polylith_protocol::metagraph::{Metagraph, Role};
+    let text = std::fs::read_to_string(repo().join("deploy/metagraph.example.toml")).unwrap();
+    let mg: Metagraph = toml::from_str(&text).unwrap();
+    let port = |endpoint: &str| -> u16 {
+        endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches('/').parse().ok())
+            .unwrap_or_else(|| panic!("no port in {endpoint}"))
+    };
+    let ports = |role: Role| -> Vec<u16> {
+        mg.neurons
+            .iter()
+            .filter(|n| n.role == role)
+            .map(|n| port(&n.endpoint))
+            .collect()
+    };
+    let miner = polylith_miner::MinerConfig::default();
+    let validator = polylith_validator::ValidatorConfig::default();
+    assert_eq!(
+        ports(Role::Validator).first(),
+        Some(&validator.listen.port())
+    );
+    assert_eq!(ports(Role::Miner).first(), Some(&miner.listen.port()));
+    let endpoints: Vec<u16> = mg.neurons.iter().map(|n| port(&n.endpoint)).collect();
+    for metrics in [miner.metrics_listen.port(), validator.metrics_listen.port()] {
+        assert!(
+            !endpoints.contains(&metrics),
+            "metrics port {metrics} is an endpoint"
+        );
+    }
+    assert_ne!(miner.listen.port(), validator.listen.port());
 }
