@@ -8,6 +8,9 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use polylith_protocol::gemm::{Dtype, GemmSpec};
 
+// A sibling file rather than an entry in cmd/mod.rs: each bench mode is self-contained.
+#[path = "bench_verify.rs"]
+mod bench_verify;
 #[path = "bench_yuma.rs"]
 mod bench_yuma;
 
@@ -27,6 +30,9 @@ enum Command {
     /// LLM inference: prefill and decode tokens/s, time to first token, and the fraction of
     /// the memory-bandwidth floor a decode step reaches.
     Llm(LlmArgs),
+    /// What checking one miner costs a CPU validator: one GEMM opening at a given soundness
+    /// for a miner that computed half the rows, and one LLM completion, on one thread.
+    Verify(bench_verify::VerifyArgs),
     /// One Yuma epoch on a synthetic subnet: median wall and CPU time, against one thread in
     /// the same run.
     Yuma(bench_yuma::YumaArgs),
@@ -73,6 +79,7 @@ pub fn run(args: Args, _global: &Global) -> anyhow::Result<()> {
     match args.command {
         Command::Gemm(a) => gemm(a),
         Command::Llm(a) => llm(a),
+        Command::Verify(a) => bench_verify::verify(a),
         Command::Yuma(a) => bench_yuma::yuma(a),
     }
 }
