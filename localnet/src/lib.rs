@@ -81,14 +81,15 @@ impl std::str::FromStr for LocalTasks {
 /// Stake of the first validator; each later one holds a little less, so dividends differ.
 const BASE_STAKE: u64 = 1_000_000;
 
-/// Errors starting or running a local subnet.
+/// Errors starting or running a local subnet. Each names its step and leaves the cause to
+/// the source chain, so `{:#}` prints every cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
     /// Bad options (no validators, unknown behaviour, ...).
     #[error("{0}")]
     Options(String),
     /// Filesystem or socket error.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,
@@ -96,19 +97,19 @@ pub enum LocalError {
         source: std::io::Error,
     },
     /// Key generation or storage failed.
-    #[error("keys: {0}")]
+    #[error("keys")]
     Keys(#[from] polylith_protocol::keys::KeyError),
     /// Writing the metagraph failed.
-    #[error("metagraph: {0}")]
+    #[error("metagraph")]
     Metagraph(#[from] polylith_protocol::metagraph::MetagraphError),
     /// The compute backend could not start.
-    #[error("{0}")]
+    #[error(transparent)]
     Backend(#[from] polylith_miner::BackendError),
     /// A miner failed to start.
-    #[error("miner: {0}")]
+    #[error("miner")]
     Miner(#[from] polylith_miner::MinerError),
     /// A validator failed to start.
-    #[error("validator: {0}")]
+    #[error("validator")]
     Validator(#[from] polylith_validator::ValidatorError),
 }
 
@@ -861,5 +862,33 @@ impl Report {
              dividend falls below its stake share."
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LocalError;
+
+    /// What `{:#}` prints: the error, then each source after ": ".
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut out = e.to_string();
+        let mut next = e.source();
+        while let Some(cause) = next {
+            out.push_str(": ");
+            out.push_str(&cause.to_string());
+            next = cause.source();
+        }
+        out
+    }
+
+    #[test]
+    fn an_error_chain_names_its_cause_once() {
+        let io = LocalError::Io {
+            context: "binding 127.0.0.1:0".into(),
+            source: std::io::Error::other("address in use"),
+        };
+        assert_eq!(chain(&io), "binding 127.0.0.1:0: address in use");
+        let opts = LocalError::Options("no validators".into());
+        assert_eq!(chain(&opts), "no validators");
     }
 }
