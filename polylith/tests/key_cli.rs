@@ -152,3 +152,35 @@ fn import_btcli_hotkey_file_keeps_its_address() {
     assert!(!out.status.success());
     assert!(!tmp.path().join("t.json").exists());
 }
+
+/// `key new` shows the mnemonic once, on stderr with a back-up warning, and it is the key's
+/// real phrase (importing it gives the same address); `--no-show-mnemonic` keeps it off.
+#[test]
+fn new_shows_its_mnemonic_once_unless_told_not_to() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = polylith(tmp.path(), &["key", "new", "--name", "fresh"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let address = first_line(&ok(out)).to_string();
+    assert!(
+        stderr.contains("IMPORTANT: write down this mnemonic"),
+        "{stderr}"
+    );
+    let phrase = stderr
+        .lines()
+        .map(str::trim)
+        .find(|l| l.split_whitespace().count() == 12)
+        .unwrap_or_else(|| panic!("no 12-word phrase on stderr: {stderr}"));
+    let restored = ok(polylith(
+        tmp.path(),
+        &["key", "import", "--name", "restored", "--mnemonic", phrase],
+    ));
+    assert_eq!(first_line(&restored), address);
+
+    let quiet = polylith(
+        tmp.path(),
+        &["key", "new", "--name", "scripted", "--no-show-mnemonic"],
+    );
+    let quiet_err = String::from_utf8_lossy(&quiet.stderr).to_string();
+    ok(quiet);
+    assert!(!quiet_err.contains("mnemonic"), "{quiet_err}");
+}
