@@ -82,12 +82,18 @@ pub struct Args {
     /// Peer weights older than this are ignored, milliseconds.
     #[arg(long, env = "POLYLITH_PEER_MAX_AGE_MS")]
     pub peer_max_age_ms: Option<u64>,
-    /// Smallest GEMM dimension.
+    /// n = k = m of a miner's first GEMM task; later tasks are sized from its throughput.
     #[arg(long, env = "POLYLITH_GEMM_MIN_DIM")]
     pub gemm_min_dim: Option<u32>,
-    /// Largest GEMM dimension.
+    /// Largest n, k or m of a GEMM task (miners refuse more than their own maximum).
     #[arg(long, env = "POLYLITH_GEMM_MAX_DIM")]
     pub gemm_max_dim: Option<u32>,
+    /// Time a GEMM task should take, ms: a miner's next task is its last verified FLOP/s times this.
+    #[arg(long, env = "POLYLITH_GEMM_TARGET_MS")]
+    pub gemm_target_ms: Option<u64>,
+    /// CPU ms of one core for checking a round's GEMM openings, shared by the miners.
+    #[arg(long, env = "POLYLITH_GEMM_VERIFY_BUDGET_MS")]
+    pub gemm_verify_budget_ms: Option<u64>,
     /// Rows opened per GEMM query.
     #[arg(long, env = "POLYLITH_OPEN_ROWS")]
     pub open_rows: Option<u32>,
@@ -159,6 +165,8 @@ impl Args {
             peer_max_age_ms,
             gemm_min_dim,
             gemm_max_dim,
+            gemm_target_ms,
+            gemm_verify_budget_ms,
             open_rows,
             ema_alpha,
             llm_model,
