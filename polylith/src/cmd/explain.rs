@@ -180,14 +180,7 @@ async fn explain(
     timeout: Duration,
     tls_ca: Option<&std::path::Path>,
 ) -> anyhow::Result<Explanation> {
-    // The daemons' client: the system's root certificates (none in a slim image, which is
-    // fine for http://) plus --tls-ca, no proxy, no redirects.
-    let http = polylith_validator::client::http_client_builder(tls_ca)
-        .context("loading TLS root certificates")?
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .build()
-        .context("building the HTTP client")?;
+    let http = super::http_client(timeout, tls_ca)?;
     let mut set = tokio::task::JoinSet::new();
     for (i, v) in mg.validators().into_iter().enumerate() {
         let http = http.clone();

@@ -88,14 +88,7 @@ async fn check(
     timeout: Duration,
     tls_ca: Option<&std::path::Path>,
 ) -> anyhow::Result<String> {
-    // The daemons' client: the system's root certificates (none in a slim image, which is
-    // fine for http://) plus --tls-ca, no proxy, no redirects.
-    let http = polylith_validator::client::http_client_builder(tls_ca)
-        .context("loading TLS root certificates")?
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .build()
-        .context("building the HTTP client")?;
+    let http = super::http_client(timeout, tls_ca)?;
     let secs = timeout.as_secs_f64();
     let answer = tokio::time::timeout(timeout, async {
         let resp = http.get(url).send().await?;

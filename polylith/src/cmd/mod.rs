@@ -64,3 +64,19 @@ pub(crate) async fn shutdown_signal() {
     }
     tracing::info!("shutdown requested");
 }
+
+/// The client `explain` and `health` ask daemons with: the daemons' own (the system's root
+/// certificates, none in a slim image, which is fine for http://, plus --tls-ca; no proxy, no
+/// redirects), with `timeout` for connecting and for the whole request.
+pub(crate) fn http_client(
+    timeout: std::time::Duration,
+    tls_ca: Option<&std::path::Path>,
+) -> anyhow::Result<reqwest::Client> {
+    use anyhow::Context as _;
+    polylith_validator::client::http_client_builder(tls_ca)
+        .context("loading TLS root certificates")?
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .build()
+        .context("building the HTTP client")
+}
